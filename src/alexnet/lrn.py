@@ -1,0 +1,95 @@
+"""Local response normalisation (Section 3.3), both conventions, with a hand-written gradient.
+
+    b_i = a_i / (k + alpha' * sum_{|j-i| <= n//2, 0 <= j < C} a_j^2) ** beta
+
+with alpha' = alpha for the paper's text ("paper") and alpha' = alpha / n for the authors' code and
+torch.nn.LocalResponseNorm ("code"). Channels beyond the edges count as zero in both.
+
+torch's LocalResponseNorm builds the window sum with pad + avg_pool3d and lets autograd keep every
+temporary. Here the window sum is accumulated in place over channel slices, and backward uses the closed
+form (the window is symmetric, so its transpose is itself):
+
+    dL/da = g * s^-beta - 2 * alpha' * beta * a * window(g * a * s^(-beta-1)),   s = k + alpha' * window(a^2)
+
+That needs two fresh activation-sized buffers per direction instead of about six, which is what the
+cost is made of on a CPU (page faults on fresh memory) and on a GPU (memory traffic).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+CONVENTIONS = ("paper", "code")
+
+
+def _window_sum(t: torch.Tensor, half: int, groups: int, square: bool) -> torch.Tensor:
+    """Sum of t (or t**2) over channels i-half..i+half of i's own group, truncated at the group's edges,
+    in one new buffer."""
+    out = t * t if square else t.clone()
+    t5, out5 = t.unflatten(1, (groups, -1)), out.unflatten(1, (groups, -1))  # (B, G, C/G, H, W) views
+    channels = t5.shape[2]
+    for offset in range(1, min(half, channels - 1) + 1):
+        lower, upper = t5[:, :, : channels - offset], t5[:, :, offset:]
+        if square:
+            out5[:, :, offset:].addcmul_(lower, lower)
+            out5[:, :, : channels - offset].addcmul_(upper, upper)
+        else:
+            out5[:, :, offset:].add_(lower)
+            out5[:, :, : channels - offset].add_(upper)
+    return out
+
+
+class _LRNFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, half: int, groups: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+        scale = _window_sum(x, half, groups, square=True).mul_(alpha).add_(k)  # s
+        out = scale.pow(-beta).mul_(x)
+        ctx.save_for_backward(x, scale, out)
+        ctx.constants = (half, groups, alpha, beta)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, scale, out = ctx.saved_tensors
+        half, groups, alpha, beta = ctx.constants
+        # g * a * s^(-beta-1) == g * out / s
+        inner = _window_sum(grad * out / scale, half, groups, square=False)
+        grad_x = scale.pow(-beta).mul_(grad).addcmul_(x, inner, value=-2.0 * alpha * beta)
+        return grad_x, None, None, None, None, None
+
+
+class LocalResponseNorm(nn.Module):
+    """LRN across channels of an (N, C, H, W) tensor; the paper's k=2, n=5, alpha=1e-4, beta=0.75.
+
+    With groups=2 the channels are two columns' kernel maps, each normalised within its own column as on
+    the paper's two GPUs: a window never reaches across the boundary between the columns.
+    """
+
+    def __init__(
+        self,
+        size: int = 5,
+        alpha: float = 1e-4,
+        beta: float = 0.75,
+        k: float = 2.0,
+        convention: str = "paper",
+        groups: int = 1,
+    ) -> None:
+        super().__init__()
+        if size < 1 or size % 2 == 0:
+            raise ValueError(f"LRN size must be a positive odd number (the paper's n=5), got {size}")
+        if convention not in CONVENTIONS:
+            raise ValueError(f"model.lrn_convention must be one of {CONVENTIONS}, got {convention!r}")
+        self.size, self.alpha, self.beta, self.k, self.convention = size, alpha, beta, k, convention
+        self.groups = groups
+        # The coefficient that multiplies the plain sum of squares.
+        self.alpha_sum = alpha if convention == "paper" else alpha / size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _LRNFunction.apply(x, self.size // 2, self.groups, self.alpha_sum, self.beta, self.k)
+
+    def extra_repr(self) -> str:
+        return (
+            f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
+            f"convention={self.convention}, groups={self.groups}"
+        )
