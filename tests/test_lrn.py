@@ -40,9 +40,11 @@ def test_lrn_gradient_equals_autograd_of_the_formula(convention):
     torch.testing.assert_close(got, expected)
 
 
-def test_lrn_passes_gradcheck_with_strong_normalisation():
+@pytest.mark.parametrize("beta", [0.75, 0.6])  # 0.75 takes the square-root path, others a general power
+def test_lrn_passes_gradcheck_with_strong_normalisation(beta):
     a = torch.randn(2, 6, 3, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(LocalResponseNorm(3, 0.5, 0.75, 1.0, "paper"), (a,))
+    assert torch.autograd.gradcheck(LocalResponseNorm(3, 0.5, beta, 1.0, "paper"), (a,))
+    assert torch.autograd.gradcheck(LocalResponseNorm(5, 0.5, beta, 1.0, "code", groups=2), (a,))
 
 
 def test_code_convention_equals_torch_local_response_norm():
