@@ -68,7 +68,9 @@ def main() -> None:
         model.to(device).train()
         if isinstance(model, AlexNet) and model.placement == "split":
             model.devices = [device, device]
-    optimizers = {n: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4) for n, m in models.items()}
+    optimizers = {
+        n: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4) for n, m in models.items()
+    }
     x = torch.randn(args.batch_size, 3, 227, 227, device=device) * 50
     y = torch.randint(0, args.num_classes, (args.batch_size,), device=device)
     for name, model in models.items():  # warm-up: allocator, cuDNN plans

@@ -172,15 +172,22 @@ class AlexNet(nn.Module):
             for name, layer in build(1, None).items():
                 self.add_module(name, layer)
         else:
-            self.column = nn.ModuleList(nn.ModuleDict(build(2, c)).to(self.devices[c]) for c in range(2))
+            self.column = nn.ModuleList(nn.ModuleDict(build(2, c)) for c in range(2))
             self.register_state_dict_post_hook(_merge_columns)
             self.register_load_state_dict_pre_hook(_split_columns)
         self.fc8 = nn.Linear(FC_WIDTH, num_classes)
-        if placement == "split":
-            self.fc8.to(self.devices[0])
         # Layers whose input is everything so far (the image, or both columns), not their own column.
         self.cross = {spec.name: spec.cross for spec in self.specs} | {"fc6": True, "fc7": True}
         self.reset_parameters(init)
+        self.place()
+
+    def place(self) -> AlexNet:
+        """Put each column on its own device (split placement): after anything moved the whole module."""
+        if self.placement == "split":
+            for column, device in zip(self.column, self.devices, strict=True):
+                column.to(device)
+            self.fc8.to(self.devices[0])
+        return self
 
     @torch.no_grad()
     def reset_parameters(self, init: str = "paper") -> None:

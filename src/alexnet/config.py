@@ -1,0 +1,134 @@
+"""Structured configs: the schema behind conf/. A key that is not here, or a value of the wrong type or
+outside an enumeration, fails at composition with a message naming the key (and the allowed values)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+
+class Activation(str, Enum):
+    relu = "relu"
+    tanh = "tanh"
+
+
+class LRNConvention(str, Enum):
+    paper = "paper"
+    code = "code"
+
+
+class Placement(str, Enum):
+    grouped = "grouped"
+    split = "split"
+
+
+class Init(str, Enum):
+    paper = "paper"
+    caffe = "caffe"
+
+
+class Rule(str, Enum):
+    paper = "paper"
+    torch = "torch"
+
+
+@dataclass
+class ModelConfig:
+    num_classes: int = 1000
+    activation: Activation = Activation.relu
+    lrn: bool = True
+    lrn_convention: LRNConvention = LRNConvention.paper
+    overlap_pool: bool = True
+    dropout: float = 0.5
+    columns: int = 2
+    placement: Placement = Placement.grouped
+    devices: list[str] = field(default_factory=lambda: ["cuda:0", "cuda:1"])
+    remove_conv: int | None = None
+    input_size: int = 227
+    init: Init = Init.paper
+
+
+@dataclass
+class SampleConfig:
+    classes: int = 10
+    train_per_class: int = 40
+    val_per_class: int = 10
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    root: str = "???"
+    store_dir: str = "???"
+    image_size: int = 256
+    crop_size: int = 227
+    crops_flips: bool = True
+    pca_lighting: float = 0.1
+    mean_subtraction: bool = True
+    val_crops: int = 1
+    batch_size: int = 128
+    eval_batch_size: int = 128
+    num_workers: int = 4
+    prepare_workers: int | None = None
+    strict: bool = False
+    sample: SampleConfig | None = None
+
+
+@dataclass
+class OptimConfig:
+    rule: Rule = Rule.paper
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_factor: float = 0.1
+    patience: int = 5
+    max_drops: int = 3
+
+
+@dataclass
+class RuntimeConfig:
+    channels_last: bool = False
+    compile: bool = False
+
+
+@dataclass
+class PathsConfig:
+    data_dir: str = "data"
+    log_dir: str = "logs"
+    output_dir: str = "???"
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    seed: int = 0
+    ckpt_path: str | None = None
+    evaluate: bool = True
+    tags: list[str] = field(default_factory=list)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    logger: dict[str, Any] | None = None
+    callbacks: dict[str, Any] | None = None
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="schema", node=Config)
+    if not OmegaConf.has_resolver("or_default"):
+        # hydra.job.override_dirname is empty for a run without overrides.
+        OmegaConf.register_new_resolver("or_default", lambda value, default: value or default)
+
+
+def plain(node) -> dict:
+    """A config node as plain Python (enums as their names), for constructors that know nothing of OmegaConf."""
+    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+
+
+register()

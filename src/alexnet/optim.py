@@ -1,0 +1,56 @@
+"""The paper's update rule (Section 5):
+
+    v <- 0.9 v - 0.0005 * eps * w - eps * dL/dw
+    w <- w + v
+
+torch.optim.SGD keeps the learning rate outside the velocity (v <- mu v + g + wd w; w <- w - lr v): the two
+agree while eps is constant and differ right after eps is divided by 10, when the paper's velocity still
+carries steps of the old size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.optim import Optimizer
+
+
+class PaperSGD(Optimizer):
+    def __init__(self, params, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4):
+        if lr <= 0 or not 0 <= momentum < 1 or weight_decay < 0:
+            raise ValueError(
+                f"optim: need lr > 0, 0 <= momentum < 1, weight_decay >= 0; got {lr}, {momentum}, {weight_decay}"
+            )
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            velocities = []
+            for p in params:
+                state = self.state[p]
+                if "velocity" not in state:
+                    state["velocity"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                velocities.append(state["velocity"])
+            lr, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]
+            grads = [p.grad for p in params]
+            torch._foreach_mul_(velocities, momentum)
+            if decay:
+                torch._foreach_add_(velocities, params, alpha=-decay * lr)
+            torch._foreach_add_(velocities, grads, alpha=-lr)
+            torch._foreach_add_(params, velocities)
+        return loss
+
+
+def build_optimizer(params, rule: str, lr: float, momentum: float, weight_decay: float) -> Optimizer:
+    if rule == "paper":
+        return PaperSGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if rule == "torch":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    raise ValueError(f"optim.rule must be 'paper' or 'torch', got {rule!r}")

@@ -1,0 +1,23 @@
+"""Train the 2012 network.
+
+python src/train.py                         # experiment=smoke: the sample dataset, CPU, minutes
+python src/train.py experiment=full         # the paper's run on ILSVRC-2012 (data.root=...)
+python src/train.py experiment=full model.lrn=false trainer=gpu
+python src/train.py experiment=full ckpt_path=last     # resume this run
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+import alexnet.config  # noqa: F401  (registers the schema)
+from alexnet.training import train
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    results = train(cfg)
+    return results.get("top1_err", float("nan"))  # for sweepers that optimise
+
+
+if __name__ == "__main__":
+    main()
