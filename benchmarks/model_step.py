@@ -31,13 +31,15 @@ def with_torch_lrn(model: AlexNet) -> AlexNet:
     return model
 
 
-def variants(num_classes: int) -> dict[str, nn.Module]:
+def variants(num_classes: int, device: torch.device) -> dict[str, nn.Module]:
     return {
         "paper net, this LRN (grouped)": AlexNet(num_classes=num_classes),
         "paper net, torch LRN": with_torch_lrn(AlexNet(num_classes=num_classes)),
         "paper net, no LRN": AlexNet(num_classes=num_classes, lrn=False),
         "torchvision.models.alexnet": torchvision.models.alexnet(num_classes=num_classes),
-        "paper net, naive two columns on one device (split)": AlexNet(num_classes=num_classes, placement="split"),
+        "paper net, naive two columns on one device (split)": AlexNet(
+            num_classes=num_classes, placement="split", devices=[device, device]
+        ),
     }
 
 
@@ -63,11 +65,7 @@ def main() -> None:
     if device.type == "cpu":
         keep_freed_memory()  # as train.py does on the CPU
     torch.manual_seed(0)
-    models = variants(args.num_classes)
-    for name, model in models.items():
-        model.to(device).train()
-        if isinstance(model, AlexNet) and model.placement == "split":
-            model.devices = [device, device]
+    models = {name: model.to(device).train() for name, model in variants(args.num_classes, device).items()}
     optimizers = {
         n: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4) for n, m in models.items()
     }

@@ -57,8 +57,9 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     module, datamodule = build(cfg)
     output_dir = Path(cfg.paths.output_dir)
-    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
-    loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
+    # A group entry set to null (callbacks.progress=null) turns that callback or logger off.
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+    loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
     if cfg.ckpt_path is None and checkpoint is not None and trainer.is_global_zero:

@@ -1,0 +1,86 @@
+"""The configuration users type: experiments compose, and mistakes fail at once, naming the key."""
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from alexnet.config import plain
+from alexnet.training import build
+
+
+def test_default_is_the_smoke_experiment_on_the_sample_data(compose):
+    cfg = compose()
+    assert cfg.name == "smoke"
+    assert cfg.data.sample is not None and cfg.model.num_classes == cfg.data.sample.classes
+    assert cfg.trainer.accelerator == "cpu"
+
+
+def test_full_experiment_is_the_paper_run(compose):
+    cfg = compose("experiment=full")
+    model, data, optim = plain(cfg.model), plain(cfg.data), plain(cfg.optim)
+    assert model == {
+        "num_classes": 1000,
+        "activation": "relu",
+        "lrn": True,
+        "lrn_convention": "paper",
+        "overlap_pool": True,
+        "dropout": 0.5,
+        "columns": 2,
+        "placement": "grouped",
+        "devices": ["cuda:0", "cuda:1"],
+        "remove_conv": None,
+        "input_size": 227,
+        "init": "paper",
+    }
+    assert (data["image_size"], data["crop_size"], data["batch_size"], data["pca_lighting"]) == (256, 227, 128, 0.1)
+    assert data["sample"] is None and data["crops_flips"] and data["mean_subtraction"]
+    assert (optim["lr"], optim["momentum"], optim["weight_decay"], optim["lr_factor"]) == (0.01, 0.9, 0.0005, 0.1)
+    assert optim["max_drops"] == 3 and cfg.trainer.max_epochs == 90
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
+
+
+def test_two_gpu_trainer_splits_the_columns(compose):
+    cfg = compose("experiment=full", "trainer=two_gpu")
+    assert cfg.model.placement.value == "split" and list(cfg.model.devices) == ["cuda:0", "cuda:1"]
+    assert cfg.trainer.strategy._target_ == "alexnet.placement.ColumnPlacementStrategy"
+
+
+def test_unknown_key_fails_naming_it(compose):
+    with pytest.raises(ConfigCompositionException, match="model.colums"):
+        compose("model.colums=1")
+
+
+def test_unknown_activation_fails_naming_the_allowed_values(compose):
+    with pytest.raises(ConfigCompositionException) as info:
+        compose("model.activation=sigmoid")
+    assert "relu" in str(info.value.__cause__) and "tanh" in str(info.value.__cause__)
+
+
+def test_wrong_type_fails_naming_the_key(compose):
+    with pytest.raises(ConfigCompositionException) as info:
+        compose("model.dropout=half")
+    assert isinstance(info.value.__cause__, ValidationError) and "dropout" in str(info.value.__cause__)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.columns=3", "model.columns"),
+        ("data.crop_size=300", "data.crop_size=300 is larger than data.image_size=256"),
+        ("model.placement=split", "model.devices|cuda"),
+        ("data.val_crops=5", "data.val_crops"),
+    ],
+)
+def test_bad_values_fail_before_any_work(compose, tmp_path, override, message):
+    cfg = compose(override, "model.devices=[cpu]" if "split" in override else "seed=0")
+    with pytest.raises((ValueError, RuntimeError), match=message):
+        build(cfg)
+    assert not (tmp_path / "data").exists(), "nothing was prepared"
+
+
+def test_full_without_imagenet_fails_within_seconds_saying_where_to_point_data_root(compose, tmp_path):
+    from alexnet.data.layout import LayoutError
+
+    cfg = compose("experiment=full", "model.placement=grouped")
+    with pytest.raises(LayoutError, match=r"data\.root=.*imagenet does not exist"):
+        build(cfg)

@@ -1,0 +1,129 @@
+"""Section 2 and PAPER.md's label trap: finding ILSVRC in its usual forms and labelling it in sorted-WNID order."""
+
+import io
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.io import savemat
+
+from alexnet.data.layout import LayoutError, discover
+
+
+def jpeg(path, colour=(200, 30, 30), size=(40, 30)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path, "JPEG")
+
+
+def devkit_files(id_to_wnid: dict[int, str], truth: list[int]) -> dict[str, bytes]:
+    """An independent, hand-written devkit: meta.mat (leaves plus one inner node) and the ground truth."""
+    fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height"]
+    synsets = np.zeros((len(id_to_wnid) + 1,), dtype=[(f, object) for f in fields])
+    for row, (i, w) in enumerate(sorted(id_to_wnid.items())):
+        synsets[row] = (i, w, f"words of {w}", "", 0, np.zeros((0,)), 0)
+    synsets[-1] = (99, "n00000000", "entity", "", 3, np.array([1, 2, 3]), 5)
+    buffer = io.BytesIO()
+    savemat(buffer, {"synsets": synsets})
+    return {
+        "ILSVRC2012_devkit_t12/data/meta.mat": buffer.getvalue(),
+        "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt": "".join(f"{i}\n" for i in truth).encode(),
+    }
+
+
+# A hand-worked example: IDs are not in sorted-WNID order (as in the real meta.mat, where ID 1 is n02119789).
+ID_TO_WNID = {1: "n03000003", 2: "n01000001", 3: "n02000002"}
+TRUTH = [1, 3, 2, 1, 2]  # ground truth of val images 1..5, in file-name order
+# Sorted WNIDs: n01000001 -> 0, n02000002 -> 1, n03000003 -> 2. So ID 1 -> 2, ID 2 -> 0, ID 3 -> 1:
+EXPECTED_VAL = [2, 1, 0, 2, 0]
+
+
+def make_train(root, per_class=(2, 1, 3)):
+    for wnid, count in zip(sorted(ID_TO_WNID.values()), per_class, strict=True):
+        for i in range(count):
+            jpeg(root / "train" / wnid / f"{wnid}_{i}.JPEG")
+
+
+def test_class_folder_layout(tmp_path):
+    make_train(tmp_path)
+    for wnid, count in zip(sorted(ID_TO_WNID.values()), (1, 2, 1), strict=True):
+        for i in range(count):
+            jpeg(tmp_path / "val" / wnid / f"v{i}.JPEG")
+    layout = discover(tmp_path)
+    assert layout.form == "class folders"
+    assert layout.wnids == ["n01000001", "n02000002", "n03000003"]
+    assert [label for _, label in layout.train] == [0, 0, 1, 2, 2, 2]
+    assert [label for _, label in layout.val] == [0, 1, 1, 2]
+    assert layout.class_names == layout.wnids  # no devkit: names are the WNIDs
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_flat_val_is_labelled_through_the_devkit(tmp_path, packed):
+    make_train(tmp_path)
+    for n in range(1, 6):
+        jpeg(tmp_path / "val" / f"ILSVRC2012_val_{n:08d}.JPEG")
+    files = devkit_files(ID_TO_WNID, TRUTH)
+    if packed:
+        with tarfile.open(tmp_path / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as tar:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    else:
+        for name, data in files.items():
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).write_bytes(data)
+    layout = discover(tmp_path)
+    assert layout.form == "flat val with devkit"
+    assert [label for _, label in layout.val] == EXPECTED_VAL
+    assert layout.val[0][0] == "val/ILSVRC2012_val_00000001.JPEG"
+    assert layout.class_names == ["words of n01000001", "words of n02000002", "words of n03000003"]
+
+
+def test_missing_root_says_how_to_point_data_root_at_imagenet(tmp_path):
+    with pytest.raises(LayoutError, match=r"data\.root=.*does not exist.*data=sample"):
+        discover(tmp_path / "nowhere")
+
+
+def test_unrecognised_layout_says_what_was_found_and_what_is_accepted(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels.csv").write_text("x")
+    with pytest.raises(LayoutError, match=r"found \['images', 'labels.csv'\]. Accepted: train/<wnid>"):
+        discover(tmp_path)
+
+
+def test_flat_val_without_devkit_is_an_error(tmp_path):
+    make_train(tmp_path)
+    jpeg(tmp_path / "val" / "ILSVRC2012_val_00000001.JPEG")
+    with pytest.raises(LayoutError, match="flat but no devkit"):
+        discover(tmp_path)
+
+
+def test_label_count_mismatch_is_an_error(tmp_path):
+    make_train(tmp_path)
+    for n in range(1, 4):  # 3 images, 5 labels
+        jpeg(tmp_path / "val" / f"ILSVRC2012_val_{n:08d}.JPEG")
+    for name, data in devkit_files(ID_TO_WNID, TRUTH).items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    with pytest.raises(LayoutError, match="3 images but the devkit's ground truth has 5 labels"):
+        discover(tmp_path)
+
+
+def test_devkit_for_other_classes_is_an_error(tmp_path):
+    make_train(tmp_path)
+    (tmp_path / "val").mkdir()
+    other = {1: "n03000003", 2: "n01000001", 3: "n09999999"}
+    for name, data in devkit_files(other, TRUTH).items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    with pytest.raises(LayoutError, match="differ"):
+        discover(tmp_path)
+
+
+def test_sample_dataset_is_in_the_real_layout(sample_root):
+    layout = discover(sample_root)
+    assert layout.form == "flat val with devkit"
+    assert layout.num_classes == 6
+    assert len(layout.train) == 36 and len(layout.val) == 18
+    assert sorted(np.bincount([label for _, label in layout.val])) == [3] * 6

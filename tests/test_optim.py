@@ -1,0 +1,71 @@
+"""Section 5's update rule against torch.optim.SGD, each checked against a hand computation."""
+
+import pytest
+import torch
+
+from alexnet.optim import PaperSGD, build_optimizer
+
+W0, GRADS = 1.0, [0.5, -0.25, 1.0, 0.75]
+MU, WD = 0.9, 0.0005
+
+
+def run(optimizer_cls, lrs):
+    w = torch.nn.Parameter(torch.tensor([W0], dtype=torch.float64))
+    opt = optimizer_cls([w], lr=lrs[0], momentum=MU, weight_decay=WD)
+    out = []
+    for lr, g in zip(lrs, GRADS, strict=True):
+        for group in opt.param_groups:
+            group["lr"] = lr
+        w.grad = torch.tensor([g], dtype=torch.float64)
+        opt.step()
+        out.append(w.item())
+    return out
+
+
+def paper_by_hand(lrs):
+    """v <- 0.9 v - 0.0005 eps w - eps g; w <- w + v."""
+    w, v, out = W0, 0.0, []
+    for eps, g in zip(lrs, GRADS, strict=True):
+        v = MU * v - WD * eps * w - eps * g
+        w = w + v
+        out.append(w)
+    return out
+
+
+def torch_by_hand(lrs):
+    """v <- mu v + (g + wd w); w <- w - lr v."""
+    w, v, out = W0, 0.0, []
+    for lr, g in zip(lrs, GRADS, strict=True):
+        v = MU * v + g + WD * w if out else g + WD * w
+        w = w - lr * v
+        out.append(w)
+    return out
+
+
+CONSTANT = [0.01] * 4
+DROPPED = [0.01, 0.01, 0.001, 0.001]
+
+
+def test_paper_rule_equals_the_hand_computation():
+    assert run(PaperSGD, CONSTANT) == pytest.approx(paper_by_hand(CONSTANT), abs=1e-15)
+    assert run(PaperSGD, DROPPED) == pytest.approx(paper_by_hand(DROPPED), abs=1e-15)
+
+
+def test_torch_rule_equals_its_hand_computation():
+    assert run(torch.optim.SGD, DROPPED) == pytest.approx(torch_by_hand(DROPPED), abs=1e-15)
+
+
+def test_the_rules_agree_while_the_learning_rate_is_constant():
+    assert run(PaperSGD, CONSTANT) == pytest.approx(run(torch.optim.SGD, CONSTANT), abs=1e-15)
+
+
+def test_the_rules_differ_right_after_a_drop():
+    paper, torch_rule = run(PaperSGD, DROPPED), run(torch.optim.SGD, DROPPED)
+    assert paper[:2] == pytest.approx(torch_rule[:2], abs=1e-15)
+    # The paper's velocity still holds steps of size 0.01; torch's is rescaled by the new lr at once.
+    assert abs(paper[2] - torch_rule[2]) > 1e-3
+
+
+def test_build_optimizer_names_the_key_for_an_unknown_rule():
+    with pytest.raises(ValueError, match="optim.rule"):
+        build_optimizer([torch.nn.Parameter(torch.zeros(1))], "adam", 0.01, 0.9, 5e-4)
