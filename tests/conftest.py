@@ -38,7 +38,7 @@ def compose(tmp_path):
 
     import alexnet.config  # noqa: F401
 
-    def make(*overrides: str):
+    def make(*overrides: str, run: str = "run"):
         GlobalHydra.instance().clear()
         with initialize_config_dir(os.path.abspath(CONF), version_base="1.3"):
             cfg = hydra_compose(
@@ -48,7 +48,7 @@ def compose(tmp_path):
             )
         HydraConfig.instance().set_config(cfg)
         with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / "run")
+            cfg.paths.output_dir = str(tmp_path / run)
         return cfg
 
     yield make

@@ -42,25 +42,30 @@ def test_fit_evaluates_and_writes_results(compose, tmp_path):
         assert 0.0 <= saved[key] <= 1.0
     assert saved["epochs"] == 2 and saved["steps"] == 2 * (35 // 8) and saved["num_classes"] == 6
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
-    assert "last.ckpt" in checkpoints and any(name.startswith("epoch") for name in checkpoints)
+    assert "last.ckpt" in checkpoints and any(name.startswith("best-epoch") for name in checkpoints)
     metrics = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()[0]
     for column in ("train/loss", "train/top1_err", "train/top5_err", "val/top1_err", "val/top5_err", "lr-PaperSGD"):
         assert column in metrics
 
 
-def test_resume_from_last_continues_with_optimizer_and_scheduler_state(compose, tmp_path):
-    train(compose(*FAST, "trainer.max_epochs=1", "evaluate=false"))
-    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    first = read_checkpoint(last)
+def test_resume_from_last_equals_an_uninterrupted_run(compose, tmp_path):
+    """Without random augmentation or dropout the run is deterministic, so a run stopped after epoch 1 and
+    resumed must end with exactly the weights and momentum of one that never stopped."""
+    fixed = [*FAST, "data.crops_flips=false", "data.pca_lighting=0", "model.dropout=0", "evaluate=false"]
+    train(compose(*fixed, "trainer.max_epochs=2", run="straight"))
+    train(compose(*fixed, "trainer.max_epochs=1", run="resumed"))
+    first = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
     assert first["global_step"] == 4
-    assert first["optimizer_states"][0]["state"][0]["velocity"].abs().sum() > 0
-    assert first["lr_schedulers"][0]["last_epoch"] == 0  # saved at validation end, before the epoch's step
-    train(compose(*FAST, "trainer.max_epochs=2", "evaluate=false", "ckpt_path=last"))
-    second = read_checkpoint(last)
-    # One more epoch on top of the first, not two from scratch; the scheduler counted on from 0.
-    assert second["global_step"] == 8
-    assert second["loops"]["fit_loop"]["epoch_progress"]["total"]["completed"] == 2
-    assert second["lr_schedulers"][0]["last_epoch"] == 2
+    train(compose(*fixed, "trainer.max_epochs=2", "ckpt_path=last", run="resumed"))
+    straight = read_checkpoint(tmp_path / "straight" / "checkpoints" / "last.ckpt")
+    resumed = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    assert resumed["global_step"] == straight["global_step"] == 8
+    assert resumed["lr_plateau"] == straight["lr_plateau"]
+    assert resumed["lr_plateau"]["last_epoch"] == 2 and resumed["lr_plateau"]["best"] < 1
+    for key, value in straight["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value, msg=key)
+    for index, state in straight["optimizer_states"][0]["state"].items():
+        torch.testing.assert_close(resumed["optimizer_states"][0]["state"][index]["velocity"], state["velocity"])
 
 
 def test_a_fresh_run_sets_old_checkpoints_aside(compose, tmp_path):
@@ -101,3 +106,18 @@ def test_smoke_experiment_runs_end_to_end_far_below_chance(tmp_path):
     assert results["top1_err"] < 0.5, results  # chance is 0.9
     assert results["top1_err_10crop"] < 0.5, results
     assert list((tmp_path / "logs" / "smoke" / "baseline" / "wandb").glob("offline-run-*"))
+
+
+def test_learning_rate_is_divided_by_10_when_val_error_stalls_three_times_at_most():
+    from alexnet.module import AlexNetModule
+
+    optim = {"rule": "paper", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
+    module = AlexNetModule({"num_classes": 10}, {**optim, "lr_factor": 0.1, "patience": 1, "max_drops": 3})
+    optimizer = module.configure_optimizers()
+    lrs = []
+    for error in [0.9, 0.8, 0.7] + [0.7] * 20:
+        module.plateau.step(error)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs[:4] == [0.01] * 4  # improving, then one epoch of patience
+    assert lrs[4] == pytest.approx(0.001)
+    assert sorted(set(lrs), reverse=True) == pytest.approx([0.01, 1e-3, 1e-4, 1e-5])

@@ -11,7 +11,7 @@ from alexnet.metrics import TopKError
 from alexnet.model import AlexNet
 from alexnet.optim import build_optimizer
 
-MONITOR = "val/top1_err"
+MONITOR = "val/top1_err"  # drives the learning-rate schedule and the best checkpoint
 
 
 class AlexNetModule(L.LightningModule):
@@ -28,6 +28,8 @@ class AlexNetModule(L.LightningModule):
         self.train_top1, self.train_top5 = TopKError(classes, 1), TopKError(classes, 5)
         self.val_top1, self.val_top5 = TopKError(classes, 1), TopKError(classes, 5)
         self.optim = dict(optim)
+        self.plateau: ReduceLROnPlateau | None = None
+        self._plateau_state: dict | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities. (B, 3, c, c) -> softmax; (B, n, 3, c, c) -> softmax averaged over the n crops
@@ -62,16 +64,30 @@ class AlexNetModule(L.LightningModule):
     def configure_optimizers(self):
         o = self.optim
         optimizer = build_optimizer(self.parameters(), o["rule"], o["lr"], o["momentum"], o["weight_decay"])
-        # Section 5: divide by 10 when the validation error stops improving, three times in all. The floor
-        # at lr * factor^max_drops is what stops a fourth division.
-        scheduler = ReduceLROnPlateau(
+        # Section 5: divide by 10 when the validation error stops improving, three times in all (the floor
+        # at lr * factor^max_drops is what stops a fourth division).
+        self.plateau = ReduceLROnPlateau(
             optimizer,
             mode="min",
             factor=o["lr_factor"],
             patience=o["patience"],
             min_lr=o["lr"] * o["lr_factor"] ** o["max_drops"] * (1 - 1e-6),
         )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": MONITOR, "interval": "epoch", "frequency": 1},
-        }
+        if self._plateau_state is not None:
+            self.plateau.load_state_dict(self._plateau_state)
+        return optimizer
+
+    # The schedule is stepped here rather than by Lightning: Lightning steps epoch schedulers after the
+    # epoch's checkpoints are written and skips that step when resuming, so a resumed run would miss one
+    # validation result. Stepped at validation end, the state in every checkpoint is complete.
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or self.trainer.state.fn != "fit":
+            return
+        self.plateau.step(float(self.val_top1.compute()))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if getattr(self, "plateau", None) is not None:
+            checkpoint["lr_plateau"] = self.plateau.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._plateau_state = checkpoint.get("lr_plateau")

@@ -61,7 +61,7 @@ def train(cfg: DictConfig) -> dict:
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+    checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor == MONITOR), None)
     if cfg.ckpt_path is None and checkpoint is not None and trainer.is_global_zero:
         _set_aside_old_checkpoints(Path(checkpoint.dirpath))
     trainer.fit(module, datamodule, ckpt_path=cfg.ckpt_path)
