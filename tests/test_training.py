@@ -121,3 +121,20 @@ def test_learning_rate_is_divided_by_10_when_val_error_stalls_three_times_at_mos
     assert lrs[:4] == [0.01] * 4  # improving, then one epoch of patience
     assert lrs[4] == pytest.approx(0.001)
     assert sorted(set(lrs), reverse=True) == pytest.approx([0.01, 1e-3, 1e-4, 1e-5])
+
+
+def test_ensemble_averages_the_members_softmax():
+    from alexnet.evaluation import Ensemble
+    from alexnet.module import AlexNetModule
+
+    optim = {"rule": "paper", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "lr_factor": 0.1}
+    torch.manual_seed(0)
+    members = [
+        AlexNetModule({"num_classes": 5, "input_size": 163}, {**optim, "patience": 1, "max_drops": 3}) for _ in range(3)
+    ]
+    ensemble = Ensemble(members).eval()
+    x = torch.randn(2, 10, 3, 163, 163) * 50  # ten crops per image
+    with torch.no_grad():
+        expected = torch.stack([m.eval()(x) for m in members]).mean(0)
+        torch.testing.assert_close(ensemble(x), expected)
+        assert torch.allclose(ensemble(x).sum(1), torch.ones(2))

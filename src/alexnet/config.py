@@ -107,6 +107,7 @@ class Config:
     name: str = "run"
     seed: int = 0
     ckpt_path: str | None = None
+    ckpt_paths: list[str] = field(default_factory=list)  # eval.py: several checkpoints, averaged
     evaluate: bool = True
     tags: list[str] = field(default_factory=list)
     model: ModelConfig = field(default_factory=ModelConfig)

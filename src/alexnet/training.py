@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from alexnet.config import plain
 from alexnet.data.datamodule import ImageNetDataModule
+from alexnet.evaluation import evaluate
 from alexnet.module import MONITOR, AlexNetModule
 from alexnet.results import write_results
 from alexnet.runtime import keep_freed_memory
@@ -35,19 +36,6 @@ def _set_aside_old_checkpoints(directory: Path) -> None:
         while directory.with_name(f"{directory.name}.previous-{n}").exists():
             n += 1
         directory.rename(directory.with_name(f"{directory.name}.previous-{n}"))
-
-
-def evaluate(trainer: L.Trainer, module: AlexNetModule, datamodule: ImageNetDataModule, ckpt_path) -> dict:
-    """Top-1 and top-5 error on val with the centre crop and with 10 crops."""
-    results = {}
-    training_crops = datamodule.val_crops
-    for crops, suffix in ((1, ""), (10, "_10crop")):
-        datamodule.val_crops = crops
-        metrics = trainer.validate(module, datamodule, ckpt_path=ckpt_path, verbose=False)[0]
-        results[f"top1_err{suffix}"] = float(metrics[MONITOR])
-        results[f"top5_err{suffix}"] = float(metrics["val/top5_err"])
-    datamodule.val_crops = training_crops
-    return results
 
 
 def train(cfg: DictConfig) -> dict:

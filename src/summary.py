@@ -1,0 +1,28 @@
+"""Print the network layer by layer: output shape, parameters, forward FLOPs per image, device.
+
+python src/summary.py                          # the paper's net (1000 classes)
+python src/summary.py experiment=smoke         # the smoke run's net
+python src/summary.py model.columns=1 model.lrn=false
+python src/summary.py model.placement=split model.devices=[cpu,cpu]
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+import alexnet.config  # noqa: F401  (registers the schema)
+from alexnet.config import plain
+from alexnet.model import AlexNet
+from alexnet.summary import format_table, layer_rows
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="summary")
+def main(cfg: DictConfig) -> None:
+    model_cfg = plain(cfg.model)
+    if model_cfg["placement"] == "grouped":
+        model_cfg["devices"] = None
+    model = AlexNet(**model_cfg)
+    print(format_table(layer_rows(model, model_cfg["input_size"])))
+
+
+if __name__ == "__main__":
+    main()
