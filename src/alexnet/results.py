@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from alexnet.data.store import atomic_write_json
+from alexnet.atomic import atomic_write_json
 
 FILENAME = "results.json"
 REQUIRED = ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop", "num_classes", "epochs", "steps")

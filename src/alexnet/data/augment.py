@@ -1,0 +1,86 @@
+"""The paper's augmentation (Section 4.1) and test-time crops, on whole uint8 batches, on any device.
+
+Input: (B, S, S, 3) uint8 RGB from the store (S = 256). Output: float32 (B, 3, c, c) in channels_last
+memory, mean image subtracted (raw centred RGB, 0-255 scale, as in Section 2), or (B, 10, 3, c, c) for
+10-crop evaluation. Crop and flip are one gather per batch; nothing loops over images.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def centre_offset(size: int, crop: int) -> int:
+    """torchvision's center_crop rounding (half to even), so that our central crop is its central crop."""
+    return int(round((size - crop) / 2.0))
+
+
+def _window_indices(offsets: torch.Tensor, crop: int, flip: torch.Tensor | None) -> torch.Tensor:
+    """(B, crop) pixel indices along one axis: offset + 0..crop-1, reversed where flip is set."""
+    steps = torch.arange(crop, device=offsets.device)
+    if flip is not None:
+        steps = torch.where(flip[:, None], crop - 1 - steps, steps)
+    return offsets[:, None] + steps
+
+
+def _gather(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """images[b, rows[b, i], cols[b, j], :] for every b, i, j: (B, crop, crop, C)."""
+    batch = torch.arange(images.shape[0], device=images.device)[:, None, None]
+    return images[batch, rows[:, :, None], cols[:, None, :]]
+
+
+def pca_lighting_offsets(
+    batch: int, eigval: torch.Tensor, eigvec: torch.Tensor, std: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """(B, 3) RGB offsets on the 0-255 scale: [p1 p2 p3] [a1 l1, a2 l2, a3 l3]^T, a_i ~ N(0, std), drawn once
+    per image. eigval and eigvec are of the covariance of pixels in [0, 1], so the result is x255."""
+    alpha = torch.randn(batch, 3, device=eigval.device, generator=generator) * std
+    return (alpha * eigval) @ eigvec.T * 255.0
+
+
+def train_batch(
+    images: torch.Tensor,
+    mean: torch.Tensor | None,
+    eigval: torch.Tensor,
+    eigvec: torch.Tensor,
+    crop: int,
+    crops_flips: bool = True,
+    lighting_std: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Random crop + horizontal flip (or the central crop when crops_flips is off), mean image subtracted
+    from the same window, PCA lighting noise added."""
+    size, count, device = images.shape[1], images.shape[0], images.device
+    if crops_flips:
+        offsets = torch.randint(0, size - crop + 1, (2, count), device=device, generator=generator)
+        flip = torch.rand(count, device=device, generator=generator) < 0.5
+    else:
+        offsets = torch.full((2, count), centre_offset(size, crop), device=device)
+        flip = None
+    rows, cols = _window_indices(offsets[0], crop, None), _window_indices(offsets[1], crop, flip)
+    out = _gather(images, rows, cols).float()
+    if mean is not None:
+        out -= _gather(mean.expand(count, -1, -1, -1), rows, cols)
+    if lighting_std > 0:
+        out += pca_lighting_offsets(count, eigval, eigvec, lighting_std, generator)[:, None, None, :]
+    return out.permute(0, 3, 1, 2)  # (B, 3, crop, crop), channels_last in memory
+
+
+def _five_crops(images: torch.Tensor, crop: int) -> list[torch.Tensor]:
+    """torchvision's five_crop order: top-left, top-right, bottom-left, bottom-right, centre."""
+    height, width = images.shape[1], images.shape[2]
+    top, left = centre_offset(height, crop), centre_offset(width, crop)
+    corners = [(0, 0), (0, width - crop), (height - crop, 0), (height - crop, width - crop), (top, left)]
+    return [images[:, y : y + crop, x : x + crop] for y, x in corners]
+
+
+def eval_batch(images: torch.Tensor, mean: torch.Tensor | None, crop: int, ten_crop: bool) -> torch.Tensor:
+    """The central crop, (B, 3, c, c); or torchvision's TenCrop (the five crops, then the five crops of the
+    flipped image), (B, 10, 3, c, c). The mean image is subtracted before cropping."""
+    centred = images.float()
+    if mean is not None:
+        centred -= mean
+    if not ten_crop:
+        return _five_crops(centred, crop)[4].permute(0, 3, 1, 2)
+    crops = _five_crops(centred, crop) + _five_crops(centred.flip(2), crop)
+    return torch.stack(crops, dim=1).permute(0, 1, 4, 2, 3)  # (B, 10, 3, c, c)

@@ -1,0 +1,175 @@
+"""The LightningDataModule: prepare the store once, read uint8 batches from it, augment on the device."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from alexnet.data import augment
+from alexnet.data.layout import discover
+from alexnet.data.prepare import prepare
+from alexnet.data.sample import SampleSpec, make_sample
+from alexnet.data.store import Store, images_path
+
+
+class StoreBatches(Dataset):
+    """dataset[list of indices] -> (uint8 images (B, S, S, 3), int64 labels (B,)): whole batches, so a
+    worker does one sorted read from the memory map per batch and nothing per image."""
+
+    def __init__(self, store_dir: Path, split: str, slots: np.ndarray, labels: np.ndarray):
+        self.path, self.slots, self.labels = images_path(store_dir, split), slots, labels
+        self._images: np.ndarray | None = None  # opened in each worker, on first use
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._images is None:
+            self._images = np.load(self.path, mmap_mode="r")
+        slots = self.slots[np.sort(np.asarray(indices))]
+        return torch.from_numpy(self._images[slots]), torch.from_numpy(self.labels[slots].astype(np.int64))
+
+
+class ShardedBatchSampler(Sampler[list[int]]):
+    """Batches of indices for one process of `world` processes. Training: a fresh permutation per epoch
+    (seed + epoch), cut evenly across processes, incomplete batches dropped. Evaluation: every index exactly
+    once over all processes (rank r takes r, r + world, ...), so distributed error rates are exact."""
+
+    def __init__(self, size: int, batch_size: int, shuffle: bool, rank: int = 0, world: int = 1, seed: int = 0):
+        self.size, self.batch_size, self.shuffle = size, batch_size, shuffle
+        self.rank, self.world, self.seed, self.epoch = rank, world, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by Lightning at the start of each epoch
+        self.epoch = epoch
+
+    def _indices(self) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.rank, self.size, self.world)
+        order = np.random.default_rng(self.seed + self.epoch).permutation(self.size)
+        per_rank = self.size // self.world
+        return order[self.rank * per_rank : (self.rank + 1) * per_rank]
+
+    def __iter__(self):
+        indices = self._indices()
+        stop = len(indices) - len(indices) % self.batch_size if self.shuffle else len(indices)
+        for start in range(0, stop, self.batch_size):
+            yield indices[start : start + self.batch_size].tolist()
+
+    def __len__(self) -> int:
+        if self.shuffle:
+            return (self.size // self.world) // self.batch_size
+        return math.ceil(len(range(self.rank, self.size, self.world)) / self.batch_size)
+
+
+class ImageNetDataModule(L.LightningDataModule):
+    """ILSVRC-2012 (or the sample set) as the paper feeds it. Keyword arguments are the keys under `data.`."""
+
+    def __init__(
+        self,
+        root: str,
+        store_dir: str,
+        image_size: int = 256,
+        crop_size: int = 227,
+        crops_flips: bool = True,
+        pca_lighting: float = 0.1,
+        mean_subtraction: bool = True,
+        val_crops: int = 1,
+        batch_size: int = 128,
+        eval_batch_size: int = 128,
+        num_workers: int = 4,
+        prepare_workers: int | None = None,
+        strict: bool = False,
+        sample: dict | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if crop_size > image_size:
+            raise ValueError(f"data.crop_size={crop_size} is larger than data.image_size={image_size}")
+        if val_crops not in (1, 10):
+            raise ValueError(f"data.val_crops must be 1 (centre crop) or 10 (Section 4.1), got {val_crops}")
+        self.root, self.store_dir = Path(root), Path(store_dir)
+        self.image_size, self.crop_size = image_size, crop_size
+        self.crops_flips, self.pca_lighting, self.mean_subtraction = crops_flips, pca_lighting, mean_subtraction
+        self.val_crops = val_crops
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers, self.prepare_workers, self.strict = num_workers, prepare_workers, strict
+        self.sample = SampleSpec(**sample) if sample else None
+        self.seed = seed
+        self.store: Store | None = None
+        self._device_tensors: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def check_source(self) -> None:
+        """Fail within seconds, not after building a trainer, when there is neither a store nor a source."""
+        if self.sample is None and not (self.store_dir / "manifest.json").is_file() and not self.root.is_dir():
+            discover(self.root)  # raises LayoutError saying where data.root should point
+
+    def prepare_data(self) -> None:
+        if self.sample is not None:
+            make_sample(self.root, self.sample)
+        prepare(self.root, self.store_dir, self.image_size, self.prepare_workers, self.strict)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.store is None:
+            self.store = Store.open(self.store_dir)
+
+    @property
+    def num_classes(self) -> int:
+        assert self.store is not None, "setup() first"
+        return self.store.num_classes
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        assert self.store is not None, "setup() first"
+        labels = self.store.labels(split)
+        slots = np.flatnonzero(labels >= 0)  # skipped files are never read
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = ShardedBatchSampler(
+            len(slots), self.batch_size if train else self.eval_batch_size, train, rank, world, self.seed
+        )
+        return DataLoader(
+            StoreBatches(self.store_dir, split, slots, labels),
+            sampler=sampler,
+            batch_size=None,  # the sampler yields whole batches
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            prefetch_factor=4 if self.num_workers > 0 else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def _statistics_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean image and PCA on the batch's device, moved there once."""
+        if device not in self._device_tensors:
+            assert self.store is not None
+            self._device_tensors[device] = tuple(
+                torch.from_numpy(np.ascontiguousarray(a)).to(device)
+                for a in (self.store.mean, self.store.eigval, self.store.eigvec)
+            )
+        return self._device_tensors[device]
+
+    def augment(self, images: torch.Tensor, training: bool) -> torch.Tensor:
+        mean, eigval, eigvec = self._statistics_on(images.device)
+        mean = mean if self.mean_subtraction else None
+        if training:
+            return augment.train_batch(
+                images, mean, eigval, eigvec, self.crop_size, self.crops_flips, self.pca_lighting
+            )
+        return augment.eval_batch(images, mean, self.crop_size, ten_crop=self.val_crops == 10)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        training = self.trainer is not None and self.trainer.training
+        return self.augment(images, training), labels

@@ -1,0 +1,296 @@
+"""Preparation, once: decode, scale the shorter side to 256, take the central 256x256 (Section 2), write
+the store; then the training set's mean image and RGB PCA; then the manifest.
+
+Work is cut into chunks of consecutive images. A chunk is recorded as done in progress.json only after its
+pixels are flushed to disk, so a run killed anywhere resumes by redoing the chunks not recorded, and the
+result is byte-for-byte what an uninterrupted run writes (each slot's bytes depend only on its file;
+statistics are summed in a fixed order at the end). manifest.json is written last: it is what marks a
+store complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from alexnet.atomic import atomic_file, atomic_write_json
+from alexnet.data.augment import centre_offset
+from alexnet.data.layout import Layout, discover
+from alexnet.data.store import (
+    SPLITS,
+    STORE_VERSION,
+    StoreError,
+    images_path,
+    labels_path,
+)
+
+RESIZE = "shorter side to image_size (PIL bilinear, antialiased; JPEG draft decoding), central crop"
+
+
+class UnreadableImageError(RuntimeError):
+    """An image could not be decoded and data.strict is set."""
+
+
+def load_image(path: str | Path, size: int = 256) -> np.ndarray:
+    """(size, size, 3) uint8 RGB: the shorter side scaled to `size`, the central square cropped.
+    CMYK, grayscale, palette and PNG files (whatever their suffix) all come out as RGB."""
+    with Image.open(path) as image:
+        # For JPEGs, let libjpeg decode at 1/2, 1/4 or 1/8 scale while both sides stay >= size:
+        # most ImageNet files are 2x larger than needed, and decoding dominates the cost.
+        image.draft("RGB", (size, size))
+        image = image.convert("RGB")
+        width, height = image.size
+        # torchvision.transforms.Resize(size)'s arithmetic: the longer side truncated, not rounded.
+        if width <= height:
+            new_size = (size, int(size * height / width))
+        else:
+            new_size = (int(size * width / height), size)
+        image = image.resize(new_size, Image.Resampling.BILINEAR)
+        left, top = centre_offset(new_size[0], size), centre_offset(new_size[1], size)
+        image = image.crop((left, top, left + size, top + size))
+        return np.asarray(image, dtype=np.uint8)
+
+
+def _settings(image_size: int) -> dict:
+    return {"image_size": image_size, "resize": RESIZE}
+
+
+def _fingerprint(layout: Layout) -> str:
+    digest = hashlib.sha256()
+    for split in SPLITS:
+        for path, label in getattr(layout, split):
+            digest.update(f"{split}\t{path}\t{label}\n".encode())
+    return digest.hexdigest()
+
+
+def _process_chunk(task: tuple) -> tuple[str, int, int, list[dict]]:
+    root, store_dir, split, chunk, start, items, image_size, strict = task
+    images = np.load(images_path(Path(store_dir), split), mmap_mode="r+")
+    skipped = []
+    for slot, (path, _) in enumerate(items, start):
+        try:
+            images[slot] = load_image(Path(root) / path, image_size)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            if strict:
+                raise UnreadableImageError(
+                    f"Cannot read {Path(root) / path}: {error}. Remove or replace the file, or set "
+                    "data.strict=false to skip unreadable files and list them in the manifest."
+                ) from error
+            images[slot] = 0
+            skipped.append({"slot": slot, "path": path, "reason": f"{type(error).__name__}: {error}"})
+    images.flush()
+    return split, chunk, len(items), skipped
+
+
+def _stats_chunk(task: tuple) -> tuple[int, int, tuple]:
+    """Sums over one range of training images: of images (for the mean image), of RGB pixels in [0, 1]
+    and of their outer products (for the covariance)."""
+    store_dir, start, stop, keep = task
+    batch = np.load(images_path(Path(store_dir), "train"), mmap_mode="r")[start:stop][keep]
+    pixels = batch.reshape(-1, 3).astype(np.float64) / 255.0
+    sums = (batch.sum(axis=0, dtype=np.float64), pixels.sum(axis=0), pixels.T @ pixels, len(pixels))
+    return start, len(keep), sums
+
+
+def _pool_map(function, tasks: list, workers: int) -> Iterator:
+    if workers <= 1 or len(tasks) <= 1:
+        yield from map(function, tasks)
+        return
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        yield from pool.imap_unordered(function, tasks)
+
+
+def _allocate(path: Path, shape: tuple[int, ...]) -> None:
+    """Create the .npy and reserve its blocks now: a full disk fails here with a clear error, not later as a
+    crash (SIGBUS) in the middle of writing through a memory map."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    offset = array.offset
+    del array
+    size = offset + int(np.prod(shape))
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, size)
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreError(
+                    f"Not enough disk space for {path} ({size / 1e9:.1f} GB): free space or point data.store_dir "
+                    "at a larger disk."
+                ) from error
+            if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+
+
+def _check_space(store_dir: Path, layout: Layout, image_size: int) -> None:
+    needed = (len(layout.train) + len(layout.val)) * image_size * image_size * 3
+    free = shutil.disk_usage(store_dir).free
+    if needed > free:
+        raise StoreError(
+            f"data.store_dir={store_dir} has {free / 1e9:.1f} GB free; the store needs {needed / 1e9:.1f} GB. "
+            "Free space or point data.store_dir at a larger disk."
+        )
+
+
+def _open_progress(store_dir: Path, layout: Layout, image_size: int) -> dict:
+    progress_file = store_dir / "progress.json"
+    fingerprint = _fingerprint(layout)
+    if progress_file.is_file():
+        progress = json.loads(progress_file.read_text())
+        if progress["fingerprint"] == fingerprint and progress["settings"] == _settings(image_size):
+            return progress
+        raise StoreError(
+            f"data.store_dir={store_dir} holds an unfinished store of other images or settings "
+            f"({progress['settings']}). Delete {store_dir} or choose another data.store_dir."
+        )
+    if any(store_dir.iterdir()):
+        raise StoreError(
+            f"data.store_dir={store_dir} is not empty and holds no store: choose an empty or new folder."
+        )
+    _check_space(store_dir, layout, image_size)
+    for split in SPLITS:
+        _allocate(images_path(store_dir, split), (len(getattr(layout, split)), image_size, image_size, 3))
+    progress = {
+        "fingerprint": fingerprint,
+        "settings": _settings(image_size),
+        "done": {split: [] for split in SPLITS},
+        "skipped": {split: [] for split in SPLITS},
+    }
+    atomic_write_json(progress_file, progress)
+    return progress
+
+
+def _existing(store_dir: Path, image_size: int) -> dict | None:
+    manifest_file = store_dir / "manifest.json"
+    if not manifest_file.is_file():
+        return None
+    manifest = json.loads(manifest_file.read_text())
+    if manifest.get("store_version") != STORE_VERSION or manifest.get("settings") != _settings(image_size):
+        raise StoreError(
+            f"data.store_dir={store_dir} holds a store made with other settings or another version "
+            f"({manifest.get('settings')}, version {manifest.get('store_version')}; wanted "
+            f"{_settings(image_size)}, version {STORE_VERSION}). Delete it or choose another data.store_dir."
+        )
+    return manifest
+
+
+def prepare(
+    root: str | Path,
+    store_dir: str | Path,
+    image_size: int = 256,
+    workers: int | None = None,
+    strict: bool = False,
+    chunk_size: int = 256,
+    progress_bar: bool = True,
+) -> dict:
+    """Prepare the store unless a complete one is there; returns the manifest."""
+    store_dir = Path(store_dir)
+    manifest = _existing(store_dir, image_size)
+    if manifest is not None:
+        return manifest
+    layout = discover(root)
+    try:
+        store_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StoreError(f"Cannot create data.store_dir={store_dir} ({error}): point it at a writable folder.")
+    if not os.access(store_dir, os.W_OK):
+        raise StoreError(f"data.store_dir={store_dir} is not writable: point it at a writable folder.")
+    progress = _open_progress(store_dir, layout, image_size)
+    workers = workers or os.cpu_count() or 1
+
+    tasks = []
+    for split in SPLITS:
+        items = getattr(layout, split)
+        for chunk, start in enumerate(range(0, len(items), chunk_size)):
+            if chunk not in progress["done"][split]:
+                batch = items[start : start + chunk_size]
+                tasks.append((str(layout.root), str(store_dir), split, chunk, start, batch, image_size, strict))
+    total = sum(len(task[5]) for task in tasks)
+    with _progress(progress_bar, "preparing", total) as advance:
+        for split, chunk, count, skipped in _pool_map(_process_chunk, tasks, workers):
+            progress["done"][split].append(chunk)
+            progress["skipped"][split].extend(skipped)
+            atomic_write_json(store_dir / "progress.json", progress)
+            advance(count)
+
+    splits = {}
+    for split in SPLITS:
+        items = getattr(layout, split)
+        labels = np.array([label for _, label in items], dtype=np.int16)
+        skipped = sorted(progress["skipped"][split], key=lambda s: s["slot"])
+        labels[[s["slot"] for s in skipped]] = -1
+        _save_npy(labels_path(store_dir, split), labels)
+        splits[split] = {
+            "images": int((labels >= 0).sum()),
+            "slots": len(items),
+            "skipped": [{"path": s["path"], "reason": s["reason"]} for s in skipped],
+        }
+    mean, eigval, eigvec = _statistics(store_dir, workers, chunk_size, progress_bar)
+    _save_npy(store_dir / "mean.npy", mean.astype(np.float32))
+    atomic_write_json(store_dir / "pca.json", {"eigval": eigval.tolist(), "eigvec": eigvec.tolist()})
+    manifest = {
+        "store_version": STORE_VERSION,
+        "settings": _settings(image_size),
+        "source": {"root": str(layout.root.resolve()), "form": layout.form, "fingerprint": progress["fingerprint"]},
+        "num_classes": layout.num_classes,
+        "wnids": layout.wnids,
+        "class_names": layout.class_names,
+        "splits": splits,
+        "mean_rgb": mean.reshape(-1, 3).mean(axis=0).tolist(),
+    }
+    atomic_write_json(store_dir / "manifest.json", manifest)
+    (store_dir / "progress.json").unlink()
+    return manifest
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_file(path) as f:
+        np.save(f, array)
+
+
+def _statistics(store_dir: Path, workers: int, chunk_size: int, progress_bar: bool):
+    """Mean image (0-255) and the RGB covariance's eigen-decomposition (pixels in [0, 1]), largest first."""
+    labels = np.load(labels_path(store_dir, "train"))
+    tasks = [
+        (str(store_dir), start, start + chunk_size, labels[start : start + chunk_size] >= 0)
+        for start in range(0, len(labels), chunk_size)
+    ]
+    parts = {}
+    with _progress(progress_bar, "mean and PCA", len(labels)) as advance:
+        for start, slots, sums in _pool_map(_stats_chunk, tasks, workers):
+            parts[start] = sums
+            advance(slots)
+    image_sum, pixel_sum, outer_sum, count = 0.0, 0.0, 0.0, 0
+    for start in sorted(parts):  # a fixed order, so the sums do not depend on which worker finished first
+        images, pixels, outer, n = parts[start]
+        image_sum, pixel_sum, outer_sum, count = image_sum + images, pixel_sum + pixels, outer_sum + outer, count + n
+    num_images = int((labels >= 0).sum())
+    mean_pixel = pixel_sum / count
+    covariance = (outer_sum - count * np.outer(mean_pixel, mean_pixel)) / (count - 1)
+    eigval, eigvec = np.linalg.eigh(covariance)
+    order = np.argsort(eigval)[::-1]
+    eigval, eigvec = eigval[order], eigvec[:, order]
+    eigvec *= np.where(eigvec.sum(axis=0) < 0, -1.0, 1.0)  # a fixed sign per eigenvector
+    return image_sum / num_images, eigval, eigvec
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, description: str, total: int):
+    """Yields advance(n): a rich progress bar, or nothing."""
+    if not enabled or total == 0:
+        yield lambda n: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn()) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
