@@ -111,3 +111,17 @@ def test_the_same_seed_gives_the_same_batch_and_another_seed_does_not():
     c = train_batch(x, None, EIGVAL, EIGVEC, 16, generator=torch.Generator().manual_seed(4))
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, c)
+
+
+def test_cpu_slices_and_the_accelerator_gather_give_the_same_crops():
+    from alexnet.data import augment
+
+    x = images(16, 24, seed=7)
+    mean = torch.rand(24, 24, 3) * 255
+    offsets = torch.randint(0, 6, (2, 16), generator=torch.Generator().manual_seed(0))
+    flip = torch.arange(16) % 3 == 0
+    sliced = augment._crops(x, mean, offsets, flip, 19)
+    rows = augment._window_indices(offsets[0], 19, None)
+    cols = augment._window_indices(offsets[1], 19, flip)
+    gathered = augment._gather(x, rows, cols).float() - augment._gather(mean.expand(16, -1, -1, -1), rows, cols)
+    torch.testing.assert_close(sliced, gathered)

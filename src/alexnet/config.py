@@ -58,6 +58,7 @@ class SampleConfig:
     train_per_class: int = 40
     val_per_class: int = 10
     seed: int = 0
+    scale: float = 1.0
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Input: (B, S, S, 3) uint8 RGB from the store (S = 256). Output: float32 (B, 3, c, c) in channels_last
 memory, mean image subtracted (raw centred RGB, 0-255 scale, as in Section 2), or (B, 10, 3, c, c) for
-10-crop evaluation. Crop and flip are one gather per batch; nothing loops over images.
+10-crop evaluation. On an accelerator crop and flip are one gather per batch; on a CPU, one slice per image.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 
 def centre_offset(size: int, crop: int) -> int:
     """torchvision's center_crop rounding (half to even), so that our central crop is its central crop."""
-    return int(round((size - crop) / 2.0))
+    return round((size - crop) / 2.0)
 
 
 def _window_indices(offsets: torch.Tensor, crop: int, flip: torch.Tensor | None) -> torch.Tensor:
@@ -38,6 +38,34 @@ def pca_lighting_offsets(
     return (alpha * eigval) @ eigvec.T * 255.0
 
 
+def _crops(
+    images: torch.Tensor, mean: torch.Tensor | None, offsets: torch.Tensor, flip: torch.Tensor | None, crop: int
+) -> torch.Tensor:
+    """float32 (B, crop, crop, 3): each image's window at offsets[:, b] (top, left), mirrored where flip is
+    set, minus the same window of the mean image."""
+    if images.device.type == "cpu":
+        # On a CPU, slicing each image's window (a view) and subtracting in one pass beats gathering with
+        # index tensors by about 5x; on an accelerator one gather beats a hundred small kernels.
+        out = torch.empty((images.shape[0], crop, crop, 3), dtype=torch.float32)
+        flips = flip.tolist() if flip is not None else [False] * images.shape[0]
+        for b, (top, left) in enumerate(offsets.T.tolist()):
+            window = images[b, top : top + crop, left : left + crop]
+            reference = mean[top : top + crop, left : left + crop] if mean is not None else None
+            if flips[b]:
+                window = window.flip(1)
+                reference = reference.flip(1) if reference is not None else None
+            if reference is None:
+                out[b].copy_(window)
+            else:
+                torch.sub(window, reference, out=out[b])
+        return out
+    rows, cols = _window_indices(offsets[0], crop, None), _window_indices(offsets[1], crop, flip)
+    out = _gather(images, rows, cols).float()
+    if mean is not None:
+        out -= _gather(mean.expand(images.shape[0], -1, -1, -1), rows, cols)
+    return out
+
+
 def train_batch(
     images: torch.Tensor,
     mean: torch.Tensor | None,
@@ -57,10 +85,7 @@ def train_batch(
     else:
         offsets = torch.full((2, count), centre_offset(size, crop), device=device)
         flip = None
-    rows, cols = _window_indices(offsets[0], crop, None), _window_indices(offsets[1], crop, flip)
-    out = _gather(images, rows, cols).float()
-    if mean is not None:
-        out -= _gather(mean.expand(count, -1, -1, -1), rows, cols)
+    out = _crops(images, mean, offsets, flip, crop)
     if lighting_std > 0:
         out += pca_lighting_offsets(count, eigval, eigvec, lighting_std, generator)[:, None, None, :]
     return out.permute(0, 3, 1, 2)  # (B, 3, crop, crop), channels_last in memory

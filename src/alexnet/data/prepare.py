@@ -152,9 +152,7 @@ def _open_progress(store_dir: Path, layout: Layout, image_size: int) -> dict:
             f"({progress['settings']}). Delete {store_dir} or choose another data.store_dir."
         )
     if any(store_dir.iterdir()):
-        raise StoreError(
-            f"data.store_dir={store_dir} is not empty and holds no store: choose an empty or new folder."
-        )
+        raise StoreError(f"data.store_dir={store_dir} is not empty and holds no store: choose an empty or new folder.")
     _check_space(store_dir, layout, image_size)
     for split in SPLITS:
         _allocate(images_path(store_dir, split), (len(getattr(layout, split)), image_size, image_size, 3))
@@ -200,7 +198,9 @@ def prepare(
     try:
         store_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise StoreError(f"Cannot create data.store_dir={store_dir} ({error}): point it at a writable folder.")
+        raise StoreError(
+            f"Cannot create data.store_dir={store_dir} ({error}): point it at a writable folder."
+        ) from error
     if not os.access(store_dir, os.W_OK):
         raise StoreError(f"data.store_dir={store_dir} is not writable: point it at a writable folder.")
     progress = _open_progress(store_dir, layout, image_size)
@@ -290,7 +290,8 @@ def _progress(enabled: bool, description: str, total: int):
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn()) as bar:
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+    ) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from alexnet.data.layout import DEVKIT_NAME, GROUND_TRUTH, META
 from alexnet.atomic import atomic_write_bytes
+from alexnet.data.layout import DEVKIT_NAME, GROUND_TRUTH, META
 
 # The special files: (class, index within the class) -> kind.
 MESSY = {
@@ -41,18 +41,19 @@ class SampleSpec:
     train_per_class: int = 40
     val_per_class: int = 10
     seed: int = 0
+    scale: float = 1.0  # image sides are scale * (260..420) pixels; ILSVRC's average is about scale 1.25
 
 
 def wnid(index: int) -> str:
     return f"n{9_000_000 + index * 7:08d}"
 
 
-def _size(rng: np.random.Generator, kind: str | None) -> tuple[int, int]:
+def _size(rng: np.random.Generator, kind: str | None, scale: float) -> tuple[int, int]:
     if kind == "small":
         return 120, 90
     if kind == "extreme":
         return 1400, 150
-    area = rng.uniform(260, 420) ** 2
+    area = (scale * rng.uniform(260, 420)) ** 2
     aspect = np.exp(rng.uniform(np.log(0.6), np.log(1.7)))
     return int(np.sqrt(area * aspect)), int(np.sqrt(area / aspect))
 
@@ -92,8 +93,16 @@ def _meta_mat(classes: int, rng: np.random.Generator) -> tuple[bytes, np.ndarray
     from scipy.io import savemat
 
     ids = rng.permutation(classes) + 1  # ids[c] is class c's ILSVRC2012_ID
-    fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height",
-              "num_train_images"]
+    fields = [
+        "ILSVRC2012_ID",
+        "WNID",
+        "words",
+        "gloss",
+        "num_children",
+        "children",
+        "wordnet_height",
+        "num_train_images",
+    ]
     records = [
         (int(ids[c]), wnid(c), f"sample class {c}", "a stripe pattern", 0, np.zeros((0,), np.uint8), 0, 0)
         for c in range(classes)
@@ -117,11 +126,11 @@ def make_sample(root: str | Path, spec: SampleSpec = SampleSpec()) -> Path:
     for c in range(spec.classes):
         for i in range(spec.train_per_class):
             kind = MESSY.get((c, i))
-            pixels = _picture(rng, c, spec.classes, _size(rng, kind))
+            pixels = _picture(rng, c, spec.classes, _size(rng, kind, spec.scale))
             _write(root / "train" / wnid(c) / f"{wnid(c)}_{i}.JPEG", pixels, kind, quality=int(rng.integers(75, 95)))
     labels = rng.permutation(np.repeat(np.arange(spec.classes), spec.val_per_class))
     for n, label in enumerate(labels, start=1):
-        pixels = _picture(rng, int(label), spec.classes, _size(rng, None))
+        pixels = _picture(rng, int(label), spec.classes, _size(rng, None, spec.scale))
         _write(root / "val" / f"ILSVRC2012_val_{n:08d}.JPEG", pixels, None, quality=90)
     meta, ids = _meta_mat(spec.classes, rng)
     devkit = root / DEVKIT_NAME
@@ -129,4 +138,3 @@ def make_sample(root: str | Path, spec: SampleSpec = SampleSpec()) -> Path:
     atomic_write_bytes(devkit / GROUND_TRUTH, "".join(f"{ids[int(label)]}\n" for label in labels).encode())
     (root / ".complete").write_text(f"{spec}\n")
     return root
-
