@@ -27,7 +27,10 @@ def _window_sum(t: torch.Tensor, half: int, groups: int, alpha: float | None = N
     """Sum of t over channels i-half..i+half of i's own group, truncated at the group's edges, in one new
     buffer; with alpha given, k + alpha * the same sum of t**2 instead."""
     square = alpha is not None
-    out = torch.addcmul(torch.tensor(k, dtype=t.dtype), t, t, value=alpha) if square else t.clone()
+    if square:  # into a buffer of t's memory format (channels_last stays channels_last), in one pass
+        out = torch.addcmul(torch.tensor(k, dtype=t.dtype), t, t, value=alpha, out=torch.empty_like(t))
+    else:
+        out = t.clone()
     t5, out5 = t.unflatten(1, (groups, -1)), out.unflatten(1, (groups, -1))  # (B, G, C/G, H, W) views
     channels = t5.shape[2]
     for offset in range(1, min(half, channels - 1) + 1):

@@ -23,5 +23,6 @@ def keep_freed_memory() -> bool:
     libc = ctypes.CDLL(name)
     if not hasattr(libc, "mallopt"):
         return False
-    settings = ((_M_MMAP_THRESHOLD, 1 << 30), (_M_TRIM_THRESHOLD, 1 << 30), (_M_TOP_PAD, 64 << 20))
+    # Buffers up to 1 GiB come from the heap, and the heap is never trimmed (-1 turns trimming off).
+    settings = ((_M_MMAP_THRESHOLD, 1 << 30), (_M_TRIM_THRESHOLD, -1), (_M_TOP_PAD, 64 << 20))
     return all(libc.mallopt(param, value) == 1 for param, value in settings)
