@@ -84,3 +84,14 @@ def test_full_without_imagenet_fails_within_seconds_saying_where_to_point_data_r
     cfg = compose("experiment=full", "model.placement=grouped")
     with pytest.raises(LayoutError, match=r"data\.root=.*imagenet does not exist"):
         build(cfg)
+
+
+def test_run_names_come_from_the_overrides_and_stay_short():
+    from alexnet.config import run_name
+
+    assert run_name("") == "baseline"
+    assert run_name("model.lrn-false__data.crop_size-224") == "model.lrn-false__data.crop_size-224"
+    assert run_name("model.devices-[cpu,cpu]") == "model.devices-_cpu_cpu_"
+    long = ",".join(f"data.key{i}=value{i}" for i in range(40))
+    assert len(run_name(long)) <= 120 and run_name(long) != run_name(long + ",x=1")
+    assert "/" not in run_name("data.root=/datasets/x")

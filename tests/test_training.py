@@ -138,3 +138,21 @@ def test_ensemble_averages_the_members_softmax():
         expected = torch.stack([m.eval()(x) for m in members]).mean(0)
         torch.testing.assert_close(ensemble(x), expected)
         assert torch.allclose(ensemble(x).sum(1), torch.ones(2))
+
+
+@pytest.mark.slow
+def test_two_process_ddp_gives_the_same_validation_error_as_one_process(tmp_path):
+    """Two CPU processes (gloo) through the real entry point: each validates half of val, the metrics are
+    synchronised; the same checkpoint evaluated in one process must give the same error rates."""
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    common = [*FAST, f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}"]
+    ddp = [*common, "+trainer.strategy=ddp", "trainer.devices=2", "trainer.max_epochs=1", "data.eval_batch_size=4"]
+    subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), *ddp], cwd=tmp_path, env=env, check=True, timeout=600)
+    (run_dir,) = [p.parent for p in (tmp_path / "logs").rglob("results.json")]
+    distributed = json.loads((run_dir / "results.json").read_text())
+    best = distributed["checkpoint"]
+    single = [*common, f"ckpt_path={best}", f"hydra.run.dir={tmp_path / 'eval'}"]
+    subprocess.run([sys.executable, str(ROOT / "src" / "eval.py"), *single], cwd=tmp_path, env=env, check=True, timeout=600)
+    one = json.loads((tmp_path / "eval" / "results.json").read_text())
+    for key in ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop"):
+        assert one[key] == pytest.approx(distributed[key], abs=1e-6), key

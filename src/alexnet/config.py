@@ -3,6 +3,8 @@ outside an enumeration, fails at composition with a message naming the key (and 
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -121,11 +123,22 @@ class Config:
     callbacks: dict[str, Any] | None = None
 
 
+def run_name(override_dirname: str) -> str:
+    """A run's directory and wandb job type, from its overrides ("model.lrn-false__data.crop_size-224"):
+    "baseline" for none; only characters that a path and a Hydra override both take unquoted; shortened
+    with a hash when the overrides would make a file name longer than file systems allow."""
+    if not override_dirname:
+        return "baseline"
+    name = re.sub(r"[^A-Za-z0-9._+@-]", "_", override_dirname)
+    if len(name) <= 120:
+        return name
+    return f"{name[:100]}-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
+
+
 def register() -> None:
     ConfigStore.instance().store(name="schema", node=Config)
-    if not OmegaConf.has_resolver("or_default"):
-        # hydra.job.override_dirname is empty for a run without overrides.
-        OmegaConf.register_new_resolver("or_default", lambda value, default: value or default)
+    if not OmegaConf.has_resolver("run_name"):
+        OmegaConf.register_new_resolver("run_name", run_name)
 
 
 def plain(node) -> dict:
