@@ -6,9 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
+from alexnet import training
 from alexnet.training import train
 
 ROOT = Path(__file__).parents[1]
@@ -75,7 +77,16 @@ def test_a_fresh_run_sets_old_checkpoints_aside(compose, tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_split_placement_trains_with_each_column_and_its_momentum_on_its_device(compose, tmp_path):
+class OptimizerDevices(L.Callback):
+    """Records, at the end of training, each optimizer state tensor's device beside its parameter's."""
+
+    def on_train_end(self, trainer, pl_module):
+        optimizer = trainer.optimizers[0]
+        self.pairs = [(p.device, s["velocity"].device) for p, s in optimizer.state.items()]
+        self.columns = [{p.device for p in column.parameters()} for column in pl_module.net.column]
+
+
+def test_split_placement_trains_with_each_column_and_its_momentum_on_its_device(compose, tmp_path, monkeypatch):
     cfg = compose(
         *FAST,
         "trainer.max_epochs=1",
@@ -85,15 +96,22 @@ def test_split_placement_trains_with_each_column_and_its_momentum_on_its_device(
         "+trainer.strategy._target_=alexnet.placement.ColumnPlacementStrategy",
         "+trainer.strategy.devices=${model.devices}",
     )
+    recorder = OptimizerDevices()
+    real_instantiate = training.instantiate
+
+    def with_recorder(config, **kwargs):  # add the recorder to the trainer's callbacks
+        if "callbacks" in kwargs and kwargs.get("logger") is not None:
+            kwargs["callbacks"] = [*kwargs["callbacks"], recorder]
+        return real_instantiate(config, **kwargs)
+
+    monkeypatch.setattr(training, "instantiate", with_recorder)
     train(cfg)
+    assert isinstance(recorder.pairs, list) and len(recorder.pairs) == 2 * 14 + 2
+    assert all(param == velocity for param, velocity in recorder.pairs)
+    assert recorder.columns == [{torch.device("cpu")}, {torch.device("cpu")}]
     state = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     # The checkpoint holds the grouped layout, whatever the placement.
     assert state["state_dict"]["net.conv2.conv.weight"].shape == (256, 48, 5, 5)
-    from alexnet.module import AlexNetModule
-
-    module = AlexNetModule.load_from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
-    for c, device in enumerate(module.net.devices):
-        assert {p.device for p in module.net.column[c].parameters()} == {device}
 
 
 @pytest.mark.slow
@@ -147,12 +165,16 @@ def test_two_process_ddp_gives_the_same_validation_error_as_one_process(tmp_path
     env = {**os.environ, "WANDB_MODE": "offline"}
     common = [*FAST, f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}"]
     ddp = [*common, "+trainer.strategy=ddp", "trainer.devices=2", "trainer.max_epochs=1", "data.eval_batch_size=4"]
-    subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), *ddp], cwd=tmp_path, env=env, check=True, timeout=600)
+    subprocess.run(
+        [sys.executable, str(ROOT / "src" / "train.py"), *ddp], cwd=tmp_path, env=env, check=True, timeout=600
+    )
     (run_dir,) = [p.parent for p in (tmp_path / "logs").rglob("results.json")]
     distributed = json.loads((run_dir / "results.json").read_text())
     best = distributed["checkpoint"]
     single = [*common, f"ckpt_path={best}", f"hydra.run.dir={tmp_path / 'eval'}"]
-    subprocess.run([sys.executable, str(ROOT / "src" / "eval.py"), *single], cwd=tmp_path, env=env, check=True, timeout=600)
+    subprocess.run(
+        [sys.executable, str(ROOT / "src" / "eval.py"), *single], cwd=tmp_path, env=env, check=True, timeout=600
+    )
     one = json.loads((tmp_path / "eval" / "results.json").read_text())
     for key in ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop"):
         assert one[key] == pytest.approx(distributed[key], abs=1e-6), key
