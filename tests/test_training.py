@@ -178,3 +178,31 @@ def test_two_process_ddp_gives_the_same_validation_error_as_one_process(tmp_path
     one = json.loads((tmp_path / "eval" / "results.json").read_text())
     for key in ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop"):
         assert one[key] == pytest.approx(distributed[key], abs=1e-6), key
+
+
+def test_a_non_finite_loss_stops_training_naming_the_step_and_keeps_good_checkpoints(compose, tmp_path):
+    # tanh with an absurd learning rate trains through epoch 0 and blows up in epoch 1.
+    cfg = compose(*FAST, "trainer.max_epochs=3", "evaluate=false", "model.activation=tanh", "optim.lr=1e9")
+    with pytest.raises(FloatingPointError, match=r"Non-finite training loss .* at step \d+ \(epoch 1\)"):
+        train(cfg)
+    last = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == 4, "the newest checkpoint is the end of epoch 0, from before the blow-up"
+    for checkpoint in (tmp_path / "run" / "checkpoints").glob("*.ckpt"):
+        weights = read_checkpoint(checkpoint)["state_dict"]
+        assert all(torch.isfinite(w).all() for w in weights.values()), checkpoint.name
+
+
+def training_losses(compose, seed: int, run: str, tmp_path) -> list[str]:
+    train(
+        compose(*FAST, "trainer.max_epochs=1", "evaluate=false", "trainer.log_every_n_steps=1", f"seed={seed}", run=run)
+    )
+    rows = (tmp_path / run / "csv" / "metrics.csv").read_text().splitlines()
+    column = rows[0].split(",").index("train/loss")
+    return [r.split(",")[column] for r in rows[1:] if r.split(",")[column]]
+
+
+def test_the_same_seed_gives_identical_losses_on_the_cpu_and_another_seed_does_not(compose, tmp_path):
+    first = training_losses(compose, 0, "a", tmp_path)
+    assert len(first) == 4
+    assert training_losses(compose, 0, "b", tmp_path) == first
+    assert training_losses(compose, 1, "c", tmp_path) != first

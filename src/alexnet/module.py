@@ -44,6 +44,12 @@ class AlexNetModule(L.LightningModule):
         images, labels = batch
         logits = self.step_net(images)
         loss = F.cross_entropy(logits, labels)
+        if not torch.isfinite(loss):  # the progress bar reads the loss every step anyway: no extra sync
+            raise FloatingPointError(
+                f"Non-finite training loss ({loss.item()}) at step {self.global_step} (epoch {self.current_epoch}). "
+                "Training stopped; the checkpoints written so far are from before it. Lower optim.lr, or check "
+                "the data (data.mean_subtraction, data.pca_lighting)."
+            )
         self.train_top1.update(logits, labels)
         self.train_top5.update(logits, labels)
         self.log("train/loss", loss, prog_bar=True)
