@@ -1,0 +1,71 @@
+"""A kill or a termination costs minutes, not the run: through the real entry point, in subprocesses."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).parents[1]
+FAST = [
+    "logger=csv",
+    "callbacks.progress=null",
+    "data.sample.classes=6",
+    "data.sample.train_per_class=6",
+    "data.sample.val_per_class=3",
+    "model.num_classes=6",
+    "data.crop_size=163",
+    "data.batch_size=8",
+    "data.eval_batch_size=9",
+    "data.num_workers=0",
+    "data.prepare_workers=1",
+    "hydra.run.dir=run",
+]
+
+
+def start(tmp_path, *overrides):
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    command = [sys.executable, str(ROOT / "src" / "train.py"), *FAST, *overrides]
+    return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def wait_for(path: Path, process, timeout=300.0):
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.stdout.read().decode()[-3000:]
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_ckpt_path_last_finishes_the_configured_epochs(tmp_path):
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    process = start(tmp_path, "trainer.max_epochs=40", "evaluate=false")
+    wait_for(last, process)
+    time.sleep(1.0)  # somewhere in the following epochs, perhaps in the middle of a save
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = torch.load(last, map_location="cpu", weights_only=False)["global_step"]  # loads: not torn
+    resumed = start(tmp_path, "trainer.max_epochs=40", "ckpt_path=last")
+    assert resumed.wait(timeout=600) == 0, resumed.stdout.read().decode()[-3000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["epochs"] == 40 and results["steps"] == 40 * 4
+    assert killed_at >= 4
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    process = start(tmp_path, "trainer.max_epochs=1000", "evaluate=false")
+    wait_for(last, process)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=120)[0].decode()
+    assert process.returncode == 0, output[-3000:]
+    assert "resume with ckpt_path=last" in output
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    assert state["global_step"] >= 4 and state["epoch"] < 999
