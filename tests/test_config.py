@@ -95,3 +95,38 @@ def test_run_names_come_from_the_overrides_and_stay_short():
     long = ",".join(f"data.key{i}=value{i}" for i in range(40))
     assert len(run_name(long)) <= 120 and run_name(long) != run_name(long + ",x=1")
     assert "/" not in run_name("data.root=/datasets/x")
+
+
+ABLATIONS = {  # conf/ablation/<name>.yaml -> the keys it changes, and to what (PAPER.md's ablation table)
+    "tanh": {("model", "activation"): "tanh"},
+    "no_lrn": {("model", "lrn"): False},
+    "lrn_code": {("model", "lrn_convention"): "code"},
+    "no_overlap_pool": {("model", "overlap_pool"): False},
+    "no_dropout": {("model", "dropout"): 0.0},
+    "one_column": {("model", "columns"): 1},
+    "no_pca_lighting": {("data", "pca_lighting"): 0.0},
+    "no_crops_flips": {("data", "crops_flips"): False},
+    "no_conv3": {("model", "remove_conv"): 3},
+    "no_conv4": {("model", "remove_conv"): 4},
+    "no_conv5": {("model", "remove_conv"): 5},
+}
+
+
+def flat(cfg) -> dict:
+    return {(group, key): value for group in ("model", "data", "optim") for key, value in plain(cfg[group]).items()}
+
+
+@pytest.mark.parametrize("experiment", ["full", "smoke"])
+@pytest.mark.parametrize("ablation", sorted(ABLATIONS))
+def test_each_ablation_differs_from_the_baseline_in_exactly_its_keys(compose, experiment, ablation):
+    baseline = flat(compose(f"experiment={experiment}"))
+    varied = flat(compose(f"experiment={experiment}", f"ablation={ablation}"))
+    changed = {key: value for key, value in varied.items() if baseline[key] != value}
+    assert changed == ABLATIONS[ablation]
+
+
+def test_every_ablation_file_is_covered():
+    from pathlib import Path
+
+    files = {p.stem for p in (Path(__file__).parents[1] / "conf" / "ablation").glob("*.yaml")}
+    assert files == set(ABLATIONS) | {"baseline"}

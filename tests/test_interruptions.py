@@ -45,16 +45,16 @@ def wait_for(path: Path, process, timeout=300.0):
 @pytest.mark.slow
 def test_sigkill_mid_run_then_ckpt_path_last_finishes_the_configured_epochs(tmp_path):
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    process = start(tmp_path, "trainer.max_epochs=40", "evaluate=false")
+    process = start(tmp_path, "trainer.max_epochs=15", "evaluate=false")
     wait_for(last, process)
     time.sleep(1.0)  # somewhere in the following epochs, perhaps in the middle of a save
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed_at = torch.load(last, map_location="cpu", weights_only=False)["global_step"]  # loads: not torn
-    resumed = start(tmp_path, "trainer.max_epochs=40", "ckpt_path=last")
+    resumed = start(tmp_path, "trainer.max_epochs=15", "ckpt_path=last")
     assert resumed.wait(timeout=600) == 0, resumed.stdout.read().decode()[-3000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert results["epochs"] == 40 and results["steps"] == 40 * 4
+    assert results["epochs"] == 15 and results["steps"] == 15 * 4
     assert killed_at >= 4
 
 
