@@ -206,3 +206,15 @@ def test_the_same_seed_gives_identical_losses_on_the_cpu_and_another_seed_does_n
     assert len(first) == 4
     assert training_losses(compose, 0, "b", tmp_path) == first
     assert training_losses(compose, 1, "c", tmp_path) != first
+
+
+@pytest.mark.slow
+def test_an_ablation_sweep_runs_as_one_multirun_with_a_directory_per_variant(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    sweep = ["-m", "ablation=baseline,no_lrn", *FAST, "trainer.max_epochs=1", f"paths.log_dir={tmp_path / 'logs'}"]
+    subprocess.run(
+        [sys.executable, str(ROOT / "src" / "train.py"), *sweep], cwd=tmp_path, env=env, check=True, timeout=900
+    )
+    runs = sorted(p.parent.name for p in (tmp_path / "logs" / "smoke" / "multirun").rglob("results.json"))
+    assert len(runs) == 2
+    assert "ablation-baseline" in runs[0] and "ablation-no_lrn" in runs[1]
