@@ -209,7 +209,7 @@ def test_the_same_seed_gives_identical_losses_on_the_cpu_and_another_seed_does_n
 
 
 @pytest.mark.slow
-def test_an_ablation_sweep_runs_as_one_multirun_with_a_directory_per_variant(tmp_path):
+def test_an_ablation_sweep_runs_as_one_multirun_and_the_report_reads_it(tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline"}
     sweep = ["-m", "ablation=baseline,no_lrn", *FAST, "trainer.max_epochs=1", f"paths.log_dir={tmp_path / 'logs'}"]
     subprocess.run(
@@ -218,3 +218,8 @@ def test_an_ablation_sweep_runs_as_one_multirun_with_a_directory_per_variant(tmp
     runs = sorted(p.parent.name for p in (tmp_path / "logs" / "smoke" / "multirun").rglob("results.json"))
     assert len(runs) == 2
     assert "ablation-baseline" in runs[0] and "ablation-no_lrn" in runs[1]
+    sweep_dir = tmp_path / "logs" / "smoke" / "multirun"
+    subprocess.run([sys.executable, str(ROOT / "src" / "report.py"), str(sweep_dir)], check=True, timeout=300)
+    report = (sweep_dir / "report.md").read_text().splitlines()
+    assert [line.split(" | ")[0] for line in report[2:]] == ["| baseline", "| no_lrn", "| centre crop only"]
+    assert (sweep_dir / "val_error.png").is_file()
