@@ -11,21 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from fast_run import FAST as FAST_RUN
+
 ROOT = Path(__file__).parents[1]
-FAST = [
-    "logger=csv",
-    "callbacks.progress=null",
-    "data.sample.classes=6",
-    "data.sample.train_per_class=6",
-    "data.sample.val_per_class=3",
-    "model.num_classes=6",
-    "data.crop_size=163",
-    "data.batch_size=8",
-    "data.eval_batch_size=9",
-    "data.num_workers=0",
-    "data.prepare_workers=1",
-    "hydra.run.dir=run",
-]
+FAST = [*FAST_RUN, "hydra.run.dir=run"]
 
 
 def start(tmp_path, *overrides):
