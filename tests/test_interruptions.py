@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -58,3 +59,27 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert "resume with ckpt_path=last" in output
     state = torch.load(last, map_location="cpu", weights_only=False)
     assert state["global_step"] >= 4 and state["epoch"] < 999
+
+
+PREPARE = (
+    "from alexnet.data.prepare import prepare; import sys; prepare(sys.argv[1], sys.argv[2], workers=2, chunk_size=4)"
+)
+
+
+@pytest.mark.slow
+def test_preparation_killed_at_random_points_and_rerun_gives_the_uninterrupted_store(
+    sample_root, sample_store, tmp_path
+):
+    store = tmp_path / "store"
+    command = [sys.executable, "-c", PREPARE, str(sample_root), str(store)]
+    rng = random.Random(0)
+    for _ in range(3):  # three kills at random moments, each rerun resuming the last
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.5, 2.5))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        if (store / "manifest.json").exists():
+            break
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    uninterrupted = {p.name: p.read_bytes() for p in sorted(sample_store.iterdir())}
+    assert {p.name: p.read_bytes() for p in sorted(store.iterdir()) if not p.name.startswith(".")} == uninterrupted

@@ -73,15 +73,15 @@ class OptimizerDevices(L.Callback):
 
 
 def test_split_placement_trains_with_each_column_and_its_momentum_on_its_device(compose, tmp_path, monkeypatch):
-    cfg = compose(
+    overrides = [
         *FAST,
-        "trainer.max_epochs=1",
         "evaluate=false",
         "model.placement=split",
         "model.devices=[cpu,cpu]",
         "+trainer.strategy._target_=alexnet.placement.ColumnPlacementStrategy",
         "+trainer.strategy.devices=${model.devices}",
-    )
+    ]
+    cfg = compose(*overrides, "trainer.max_epochs=1")
     recorder = OptimizerDevices()
     real_instantiate = training.instantiate
 
@@ -98,6 +98,10 @@ def test_split_placement_trains_with_each_column_and_its_momentum_on_its_device(
     state = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     # The checkpoint holds the grouped layout, whatever the placement.
     assert state["state_dict"]["net.conv2.conv.weight"].shape == (256, 48, 5, 5)
+    # Resuming puts the momentum back beside its column (ColumnPlacementStrategy.load_optimizer_state_dict).
+    recorder.pairs = None
+    train(compose(*overrides, "trainer.max_epochs=2", "ckpt_path=last"))
+    assert len(recorder.pairs) == 2 * 14 + 2 and all(param == velocity for param, velocity in recorder.pairs)
 
 
 @pytest.mark.slow

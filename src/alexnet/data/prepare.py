@@ -233,7 +233,7 @@ def prepare(
             "slots": len(items),
             "skipped": [{"path": s["path"], "reason": s["reason"]} for s in skipped],
         }
-    mean, eigval, eigvec = _statistics(store_dir, workers, chunk_size, progress_bar)
+    mean, eigval, eigvec = _statistics(store_dir, workers, progress_bar)
     _save_npy(store_dir / "mean.npy", mean.astype(np.float32))
     atomic_write_json(store_dir / "pca.json", {"eigval": eigval.tolist(), "eigvec": eigvec.tolist()})
     manifest = {
@@ -256,8 +256,9 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(f, array)
 
 
-def _statistics(store_dir: Path, workers: int, chunk_size: int, progress_bar: bool):
-    """Mean image (0-255) and the RGB covariance's eigen-decomposition (pixels in [0, 1]), largest first."""
+def _statistics(store_dir: Path, workers: int, progress_bar: bool, chunk_size: int = 256):
+    """Mean image (0-255) and the RGB covariance's eigen-decomposition (pixels in [0, 1]), largest first.
+    Summed over fixed chunks in a fixed order, so the bytes do not depend on workers or preparation chunks."""
     labels = np.load(labels_path(store_dir, "train"))
     tasks = [
         (str(store_dir), start, start + chunk_size, labels[start : start + chunk_size] >= 0)
