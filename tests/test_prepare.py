@@ -154,3 +154,20 @@ def test_store_images_are_rgb_uint8_of_the_right_class(sample_store):
     labels = store.labels("train")
     red = np.asarray(store.images("train"))[labels == 0].reshape(-1, 3).mean(0)
     assert red[0] > red[1] + 40 and red[0] > red[2] + 40
+
+
+def test_store_dir_that_cannot_be_written_says_where_to_put_it(sample_root, tmp_path, monkeypatch):
+    """A read-only dataset folder is never written into: the store goes to data.store_dir, and an unwritable
+    one is refused before anything is written (the tests run as root, so write access is simulated)."""
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if mode == os.W_OK else real_access(path, mode))
+    with pytest.raises(StoreError, match=r"data\.store_dir=.*not writable: point it at a writable folder"):
+        prepare(sample_root, tmp_path / "store", workers=1, progress_bar=False)
+    assert list((tmp_path / "store").iterdir()) == []
+
+
+def test_store_dir_that_cannot_be_created_says_so(sample_root, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StoreError, match=r"Cannot create data\.store_dir=.*writable folder"):
+        prepare(sample_root, blocker / "store", workers=1, progress_bar=False)
