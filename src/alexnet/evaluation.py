@@ -59,7 +59,12 @@ def evaluate_checkpoints(cfg: DictConfig) -> dict:
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(f"ckpt_path: no checkpoint at {missing}")
-    members = [AlexNetModule.load_from_checkpoint(p, map_location="cpu") for p in paths]
+    checkpoints = [torch.load(p, map_location="cpu", weights_only=False) for p in paths]  # each read once
+    members = []
+    for checkpoint in checkpoints:
+        member = AlexNetModule(**checkpoint["hyper_parameters"])
+        member.load_state_dict(checkpoint["state_dict"])
+        members.append(member)
     module = members[0] if len(members) == 1 else Ensemble(members)
     datamodule = ImageNetDataModule(**plain(cfg.data), seed=cfg.seed)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
@@ -67,8 +72,8 @@ def evaluate_checkpoints(cfg: DictConfig) -> dict:
     results.update(
         checkpoints=[str(p) for p in paths],
         num_classes=members[0].net.fc8.out_features,
-        epochs=max(torch.load(p, map_location="cpu", weights_only=False)["epoch"] for p in paths),
-        steps=max(torch.load(p, map_location="cpu", weights_only=False)["global_step"] for p in paths),
+        epochs=max(c["epoch"] for c in checkpoints),
+        steps=max(c["global_step"] for c in checkpoints),
         wall_time_s=round(time.time() - started, 1),
         overrides=list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
     )
