@@ -71,6 +71,7 @@ def evaluate_checkpoints(cfg: DictConfig) -> dict:
     results = evaluate(trainer, module, datamodule)
     results.update(
         checkpoints=[str(p) for p in paths],
+        store_dir=str(datamodule.store_dir.resolve()),
         num_classes=members[0].net.fc8.out_features,
         epochs=max(c["epoch"] for c in checkpoints),
         steps=max(c["global_step"] for c in checkpoints),

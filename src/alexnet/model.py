@@ -202,12 +202,17 @@ class AlexNet(nn.Module):
             module.bias.fill_((1.0 if init == "paper" else 0.1) if layer in BIAS_ONE else 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, num_classes)
+        return self.fc8(self.features(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The fc7 activations, (B, 4096), both columns' halves in grouped order: what fc8 sees, and what
+        Section 6.1 compares by Euclidean distance to find an image's nearest training images."""
         if self.placement == "grouped":
             for name in self.cross:
                 if name == "fc6":
                     x = torch.flatten(x, 1)  # (B, 256 * 6 * 6), column 0's channels first
                 x = getattr(self, name)(x)
-            return self.fc8(x)
+            return x
         # Split: `h` is the whole activation (before conv1) or one tensor per column.
         h: torch.Tensor | list[torch.Tensor] = x
         for name, cross in self.cross.items():
@@ -217,7 +222,7 @@ class AlexNet(nn.Module):
                 column[name](_gather(h, device) if cross else h[c])
                 for c, (column, device) in enumerate(zip(self.column, self.devices, strict=True))
             ]
-        return self.fc8(_gather(h, self.devices[0]))
+        return _gather(h, self.devices[0])
 
 
 def _gather(h: torch.Tensor | list[torch.Tensor], device: torch.device) -> torch.Tensor:

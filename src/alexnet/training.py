@@ -54,7 +54,7 @@ def train(cfg: DictConfig) -> dict:
         _set_aside_old_checkpoints(Path(checkpoint.dirpath))
     trainer.fit(module, datamodule, ckpt_path=cfg.ckpt_path)
 
-    results = {"name": cfg.name, "output_dir": str(output_dir)}
+    results = {"name": cfg.name, "output_dir": str(output_dir), "store_dir": str(datamodule.store_dir.resolve())}
     if cfg.evaluate:
         best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
         results.update(evaluate(trainer, module, datamodule, best))
