@@ -2,7 +2,7 @@
 
 import pytest
 from hydra.errors import ConfigCompositionException
-from omegaconf.errors import ValidationError
+from omegaconf.errors import InterpolationResolutionError, ValidationError
 
 from alexnet.config import plain
 from alexnet.training import build
@@ -43,6 +43,21 @@ def test_two_gpu_trainer_splits_the_columns(compose):
     cfg = compose("experiment=full", "trainer=two_gpu")
     assert cfg.model.placement.value == "split" and list(cfg.model.devices) == ["cuda:0", "cuda:1"]
     assert cfg.trainer.strategy._target_ == "alexnet.placement.ColumnPlacementStrategy"
+
+
+@pytest.mark.parametrize(("devices", "nodes"), [(8, 1), (4, 2)])
+def test_slurm_launcher_starts_a_task_per_gpu_on_as_many_nodes_as_the_trainer_uses(compose, devices, nodes):
+    cfg = compose("hydra/launcher=slurm", "trainer=ddp", f"trainer.devices={devices}", f"trainer.num_nodes={nodes}")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (devices, devices, nodes)
+    assert launcher.max_num_timeout > 0 and launcher.signal_delay_s > 0  # requeued at its time limit
+
+
+def test_slurm_launcher_needs_a_number_of_gpus_per_node(compose):
+    cfg = compose("hydra/launcher=slurm", "trainer=ddp")  # ddp's devices=auto suits torchrun, not SLURM tasks
+    with pytest.raises(InterpolationResolutionError, match=r"trainer.devices.*not 'auto'"):
+        _ = cfg.hydra.launcher.tasks_per_node
 
 
 def test_unknown_key_fails_naming_it(compose):
@@ -130,3 +145,17 @@ def test_every_ablation_file_is_covered():
 
     files = {p.stem for p in (Path(__file__).parents[1] / "conf" / "ablation").glob("*.yaml")}
     assert files == set(ABLATIONS) | {"baseline"}
+
+
+def test_wandb_puts_a_sweep_in_one_group_with_a_job_type_per_variant(compose):
+    from hydra.utils import instantiate
+
+    inits = {}
+    for ablation in ("baseline", "tanh", "no_lrn"):
+        cfg = compose("experiment=full", f"ablation={ablation}", run=ablation)
+        logger = instantiate(cfg.logger.wandb)
+        assert logger._offline  # nothing waits on the network unless the user asks
+        inits[ablation] = logger._wandb_init
+    assert {init["group"] for init in inits.values()} == {"full"}
+    assert [init["job_type"] for init in inits.values()] == ["ablation-baseline", "ablation-tanh", "ablation-no_lrn"]
+    assert inits["tanh"]["name"] == "full/ablation-tanh" and inits["tanh"]["dir"].endswith("tanh")

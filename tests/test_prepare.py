@@ -138,6 +138,27 @@ def test_parallel_preparation_gives_the_same_store(sample_root, sample_store, tm
     assert files_of(tmp_path / "store") == files_of(sample_store)
 
 
+def _prepare_in_a_process(root, store, start):
+    start.wait()
+    prepare(root, store, workers=1, chunk_size=8, progress_bar=False)
+
+
+def test_jobs_preparing_one_store_at_once_wait_for_each_other(sample_root, sample_store, tmp_path):
+    """The jobs of a parallel sweep share data.store_dir: one prepares, the others wait and reuse it."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    jobs = [context.Process(target=_prepare_in_a_process, args=(sample_root, tmp_path / "store", start)) for _ in "ab"]
+    for job in jobs:
+        job.start()
+    start.set()
+    for job in jobs:
+        job.join(timeout=300)
+    assert [job.exitcode for job in jobs] == [0, 0]
+    assert files_of(tmp_path / "store") == files_of(sample_store)
+
+
 def test_full_disk_is_a_clear_error_and_no_complete_store(sample_root, tmp_path, monkeypatch):
     def no_space(fd, offset, length):
         raise OSError(28, os.strerror(28))

@@ -1,5 +1,6 @@
 """Training through Lightning: fit, checkpoints, resume, split placement, the smoke run end to end."""
 
+import csv
 import json
 import os
 import subprocess
@@ -31,9 +32,13 @@ def test_fit_evaluates_and_writes_results(compose, tmp_path):
     assert saved["epochs"] == 2 and saved["steps"] == 2 * (35 // 8) and saved["num_classes"] == 6
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert "last.ckpt" in checkpoints and any(name.startswith("best-epoch") for name in checkpoints)
-    metrics = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()[0]
+    with (tmp_path / "run" / "csv" / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
     for column in ("train/loss", "train/top1_err", "train/top5_err", "val/top1_err", "val/top5_err", "lr-PaperSGD"):
-        assert column in metrics
+        assert column in rows[0]
+    (final,) = [row for row in rows if row["final/top1_err_10crop"]]  # logged once, for dashboards
+    for key in ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop"):
+        assert float(final[f"final/{key}"]) == pytest.approx(saved[key])
 
 
 def test_resume_from_last_equals_an_uninterrupted_run(compose, tmp_path):
@@ -213,3 +218,23 @@ def test_an_ablation_sweep_runs_as_one_multirun_and_the_report_reads_it(tmp_path
     report = (sweep_dir / "report.md").read_text().splitlines()
     assert [line.split(" | ")[0] for line in report[2:]] == ["| baseline", "| no_lrn", "| centre crop only"]
     assert (sweep_dir / "val_error.png").is_file()
+
+
+@pytest.mark.slow
+def test_a_sweep_through_submitit_runs_its_jobs_in_parallel_each_in_its_own_run_directory(tmp_path):
+    """hydra/launcher=local: the SLURM launcher's code path on one machine. Both jobs start at once and
+    share one sample dataset and store, which one of them prepares while the other waits."""
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    sweep = ["-m", "hydra/launcher=local", "ablation=baseline,no_dropout", *FAST, "trainer.max_epochs=1"]
+    paths = [f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={tmp_path / 'data'}"]
+    subprocess.run(
+        [sys.executable, str(ROOT / "src" / "train.py"), *sweep, *paths], cwd=tmp_path, env=env, check=True, timeout=900
+    )
+    sweep_dir = tmp_path / "logs" / "smoke" / "multirun"
+    runs = sorted(sweep_dir.rglob("results.json"))
+    assert (
+        len(runs) == 2 and "ablation-baseline" in runs[0].parent.name and "ablation-no_dropout" in runs[1].parent.name
+    )
+    assert len(list((sweep_dir / ".submitit").glob("*/*_result.pkl"))) == 2  # each ran as a submitit job
+    store = json.loads((tmp_path / "data" / "sample_store" / "manifest.json").read_text())
+    assert store["splits"]["train"]["images"] == 35

@@ -135,10 +135,22 @@ def run_name(override_dirname: str) -> str:
     return f"{name[:100]}-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
 
 
+def tasks_per_node(devices: Any) -> int:
+    """hydra/launcher=slurm starts one task per GPU, so a node's task count is trainer.devices, which must
+    then be a number (ddp's default, "auto", is for torchrun)."""
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
+        return devices
+    raise ValueError(
+        f"hydra/launcher=slurm starts one task per GPU: set trainer.devices to the number of GPUs per node "
+        f"(e.g. trainer.devices=8), not {devices!r}"
+    )
+
+
 def register() -> None:
     ConfigStore.instance().store(name="schema", node=Config)
-    if not OmegaConf.has_resolver("run_name"):
-        OmegaConf.register_new_resolver("run_name", run_name)
+    for name, resolver in (("run_name", run_name), ("tasks_per_node", tasks_per_node)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def plain(node) -> dict:

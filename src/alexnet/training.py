@@ -59,6 +59,10 @@ def train(cfg: DictConfig) -> dict:
         best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
         results.update(evaluate(trainer, module, datamodule, best))
         results["checkpoint"] = best
+        final = {f"final/{key}": results[key] for key in ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop")}
+        for logger in loggers:  # one number per run, for the dashboard's bar charts and runs table
+            logger.log_metrics(final, step=trainer.global_step)
+            logger.save()
     results.update(
         num_classes=module.net.fc8.out_features,
         epochs=trainer.current_epoch,

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from alexnet.atomic import atomic_file, atomic_write_json
+from alexnet.atomic import atomic_file, atomic_write_json, exclusive
 from alexnet.data.augment import centre_offset
 from alexnet.data.layout import Layout, discover
 from alexnet.data.store import (
@@ -203,6 +203,21 @@ def prepare(
         ) from error
     if not os.access(store_dir, os.W_OK):
         raise StoreError(f"data.store_dir={store_dir} is not writable: point it at a writable folder.")
+    with exclusive(store_dir.with_name(f".{store_dir.name}.lock"), f"data.store_dir={store_dir}"):
+        return _existing(store_dir, image_size) or _prepare(
+            layout, store_dir, image_size, workers, strict, chunk_size, progress_bar
+        )
+
+
+def _prepare(
+    layout: Layout,
+    store_dir: Path,
+    image_size: int,
+    workers: int | None,
+    strict: bool,
+    chunk_size: int,
+    progress_bar: bool,
+) -> dict:
     progress = _open_progress(store_dir, layout, image_size)
     workers = workers or os.cpu_count() or 1
 

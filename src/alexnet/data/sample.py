@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from alexnet.atomic import atomic_write_bytes
+from alexnet.atomic import atomic_write_bytes, exclusive
 from alexnet.data.layout import DEVKIT_NAME, GROUND_TRUTH, META
 
 # The special files: (class, index within the class) -> kind.
@@ -122,6 +122,13 @@ def make_sample(root: str | Path, spec: SampleSpec = SampleSpec()) -> Path:
     root = Path(root)
     if (root / ".complete").is_file():
         return root
+    with exclusive(root.with_name(f".{root.name}.lock"), f"the sample dataset {root}"):
+        if not (root / ".complete").is_file():
+            _make_sample(root, spec)
+    return root
+
+
+def _make_sample(root: Path, spec: SampleSpec) -> None:
     rng = np.random.default_rng(spec.seed)
     for c in range(spec.classes):
         for i in range(spec.train_per_class):
@@ -137,4 +144,3 @@ def make_sample(root: str | Path, spec: SampleSpec = SampleSpec()) -> Path:
     atomic_write_bytes(devkit / META, meta)
     atomic_write_bytes(devkit / GROUND_TRUTH, "".join(f"{ids[int(label)]}\n" for label in labels).encode())
     (root / ".complete").write_text(f"{spec}\n")
-    return root
