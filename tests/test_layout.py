@@ -127,3 +127,67 @@ def test_sample_dataset_is_in_the_real_layout(sample_root):
     assert layout.num_classes == 6
     assert len(layout.train) == 36 and len(layout.val) == 18
     assert sorted(np.bincount([label for _, label in layout.val])) == [3] * 6
+
+
+def official_archives(sample_root, root):
+    """The sample dataset packed as ILSVRC-2012 is downloaded: a train tar holding one uncompressed tar per
+    class, a flat val tar, and the devkit's .tar.gz; nothing extracted."""
+    root.mkdir(parents=True)
+    with tarfile.open(root / "ILSVRC2012_img_train.tar", "w") as outer:
+        for class_dir in sorted((sample_root / "train").iterdir()):
+            inner = io.BytesIO()
+            with tarfile.open(fileobj=inner, mode="w") as tar:
+                for image in sorted(class_dir.iterdir(), reverse=True):  # members in any order
+                    tar.add(image, arcname=image.name)
+            info = tarfile.TarInfo(f"{class_dir.name}.tar")
+            info.size = inner.tell()
+            inner.seek(0)
+            outer.addfile(info, inner)
+    with tarfile.open(root / "ILSVRC2012_img_val.tar", "w") as tar:
+        for image in sorted((sample_root / "val").iterdir()):
+            tar.add(image, arcname=image.name)
+    with tarfile.open(root / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as tar:
+        tar.add(sample_root / "ILSVRC2012_devkit_t12", arcname="ILSVRC2012_devkit_t12")
+    return root
+
+
+def by_file_name(items):
+    return [(path.rsplit("/", 1)[-1], label) for path, label in items]
+
+
+def test_official_archives_are_read_in_place_with_the_same_labels_as_extracted_folders(sample_root, tmp_path):
+    folders = discover(sample_root)
+    archives = discover(official_archives(sample_root, tmp_path / "archives"))
+    assert archives.form == "train archive, val archive with devkit"
+    assert archives.wnids == folders.wnids and archives.class_names == folders.class_names
+    assert by_file_name(archives.train) == by_file_name(folders.train)
+    assert by_file_name(archives.val) == by_file_name(folders.val)
+    assert archives.train[0][0] == "ILSVRC2012_img_train.tar/n09000000.tar/n09000000_0.JPEG"
+    assert not list((tmp_path / "archives").glob("*/"))  # nothing extracted
+    for path, _ in archives.train[:3] + archives.val[:3]:
+        member = archives.members[path]
+        with open(tmp_path / "archives" / member.archive, "rb") as f:
+            f.seek(member.offset)
+            folder = f"train/{path.split('/')[1].removesuffix('.tar')}" if path.startswith(member.archive) else ""
+            folder = folder if "img_train" in member.archive else "val"
+            assert f.read(member.size) == (sample_root / folder / path.rsplit("/", 1)[-1]).read_bytes()
+
+
+def test_an_extracted_train_folder_and_the_val_archive_mix(sample_root, tmp_path):
+    root = official_archives(sample_root, tmp_path / "mixed")
+    (root / "ILSVRC2012_img_train.tar").unlink()
+    (root / "train").symlink_to(sample_root / "train")
+    layout = discover(root)
+    assert layout.form == "val archive with devkit"
+    assert by_file_name(layout.val) == by_file_name(discover(sample_root).val)
+    assert all(path in layout.members for path, _ in layout.val) and not any(
+        p in layout.members for p, _ in layout.train
+    )
+
+
+def test_a_train_archive_without_class_archives_is_refused(sample_root, tmp_path):
+    root = official_archives(sample_root, tmp_path / "bad")
+    with tarfile.open(root / "ILSVRC2012_img_train.tar", "w") as tar:  # JPEGs directly, not one tar per class
+        tar.add(sample_root / "val" / "ILSVRC2012_val_00000001.JPEG", arcname="ILSVRC2012_val_00000001.JPEG")
+    with pytest.raises(LayoutError, match=r"ILSVRC2012_img_train.tar holds no per-class archives"):
+        discover(root)

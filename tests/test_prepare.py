@@ -192,3 +192,20 @@ def test_store_dir_that_cannot_be_created_says_so(sample_root, tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(StoreError, match=r"Cannot create data\.store_dir=.*writable folder"):
         prepare(sample_root, blocker / "store", workers=1, progress_bar=False)
+
+
+def test_preparing_from_the_official_archives_gives_the_store_of_the_extracted_folders(
+    sample_root, sample_store, tmp_path
+):
+    from test_layout import official_archives
+
+    root = official_archives(sample_root, tmp_path / "archives")
+    manifest = prepare(root, tmp_path / "store", workers=2, chunk_size=8, progress_bar=False)
+    ours, theirs = Store.open(tmp_path / "store"), Store.open(sample_store)
+    for split in ("train", "val"):
+        assert np.array_equal(ours.images(split), theirs.images(split))
+        assert np.array_equal(ours.labels(split), theirs.labels(split))
+    assert np.array_equal(ours.mean, theirs.mean)
+    (skipped,) = manifest["splits"]["train"]["skipped"]
+    assert skipped["path"] == "ILSVRC2012_img_train.tar/n09000035.tar/n09000035_1.JPEG"
+    assert manifest["source"]["form"] == "train archive, val archive with devkit"

@@ -1,10 +1,13 @@
 """Finding ILSVRC-2012 in the forms people download it in, and its labels (Section 2).
 
-Accepted layouts under `data.root`:
-  1. train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (the val folder sorted into class folders);
-  2. train/<wnid>/*.JPEG and a flat val/*.JPEG, labelled by the devkit (ILSVRC2012_devkit_t12/ beside them,
-     extracted, or ILSVRC2012_devkit_t12.tar.gz): data/ILSVRC2012_validation_ground_truth.txt has one
-     ILSVRC2012_ID per line in sorted file-name order, and data/meta.mat maps IDs to WNIDs.
+Accepted layouts under `data.root`, each split on its own:
+  train: train/<wnid>/*.JPEG, or the official ILSVRC2012_img_train.tar (one uncompressed <wnid>.tar per class);
+  val:   val/<wnid>/*.JPEG (sorted into class folders); or a flat val/*.JPEG or the official
+         ILSVRC2012_img_val.tar, labelled by the devkit (ILSVRC2012_devkit_t12/ extracted, or
+         ILSVRC2012_devkit_t12.tar.gz): data/ILSVRC2012_validation_ground_truth.txt has one ILSVRC2012_ID per
+         line in sorted file-name order, and data/meta.mat maps IDs to WNIDs.
+The archives are read in place, never extracted: an image in one is a byte range of the tar file (`Member`),
+found once by reading the tar headers.
 
 Class indices are positions in the sorted list of WNIDs (torchvision's order), never ILSVRC2012_IDs:
 ID 1 is n02119789 (kit fox), class 278 in sorted order.
@@ -14,21 +17,32 @@ from __future__ import annotations
 
 import io
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
 DEVKIT_NAME = "ILSVRC2012_devkit_t12"
+TRAIN_ARCHIVE = "ILSVRC2012_img_train.tar"
+VAL_ARCHIVE = "ILSVRC2012_img_val.tar"
 GROUND_TRUTH = "data/ILSVRC2012_validation_ground_truth.txt"
 META = "data/meta.mat"
 ACCEPTED = (
-    "train/<wnid>/*.JPEG with val/<wnid>/*.JPEG; or train/<wnid>/*.JPEG with a flat val/*.JPEG and the devkit "
-    f"({DEVKIT_NAME}/ or {DEVKIT_NAME}.tar.gz) beside them"
+    f"train/<wnid>/*.JPEG or {TRAIN_ARCHIVE}; and val/<wnid>/*.JPEG, or a flat val/*.JPEG or {VAL_ARCHIVE} "
+    f"with the devkit ({DEVKIT_NAME}/ or {DEVKIT_NAME}.tar.gz) beside them"
 )
 
 
 class LayoutError(ValueError):
     """data.root does not hold ILSVRC in a form we read; the message says what was found."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """An image inside an uncompressed tar under data.root: `size` bytes at `offset` of the file `archive`."""
+
+    archive: str
+    offset: int
+    size: int
 
 
 @dataclass(frozen=True)
@@ -39,6 +53,7 @@ class Layout:
     train: list[tuple[str, int]]  # (path relative to root, class index), sorted by path
     val: list[tuple[str, int]]
     form: str  # which accepted layout was found
+    members: dict[str, Member] = field(default_factory=dict)  # the items that live inside an archive
 
     @property
     def num_classes(self) -> int:
@@ -51,6 +66,46 @@ def _images(folder: Path) -> list[Path]:
 
 def _class_folders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir())
+
+
+def open_item(root: Path, path: str, member: Member | None):
+    """What PIL opens for an item: its file, or the bytes of its archive member."""
+    if member is None:
+        return root / path
+    with open(root / member.archive, "rb") as f:
+        f.seek(member.offset)
+        return io.BytesIO(f.read(member.size))
+
+
+def _is_image(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _train_archive(path: Path) -> dict[str, list[tuple[str, Member]]]:
+    """{wnid: [(item path, member), ...]} from ILSVRC2012_img_train.tar, which holds one uncompressed tar per
+    class: only the headers are read, the JPEGs' places are computed from their offsets."""
+    classes: dict[str, list[tuple[str, Member]]] = {}
+    with tarfile.open(path, "r:") as outer:
+        for inner in outer:
+            if not (inner.isfile() and inner.name.endswith(".tar")):
+                continue
+            with tarfile.open(fileobj=outer.extractfile(inner), mode="r:") as tar:
+                classes[Path(inner.name).stem] = sorted(
+                    (f"{path.name}/{inner.name}/{m.name}", Member(path.name, inner.offset_data + m.offset_data, m.size))
+                    for m in tar
+                    if m.isfile() and _is_image(m.name)
+                )
+    return classes
+
+
+def _flat_archive(path: Path) -> list[tuple[str, Member]]:
+    """[(item path, member), ...] of ILSVRC2012_img_val.tar, sorted by file name as the devkit's labels are."""
+    with tarfile.open(path, "r:") as tar:
+        return sorted(
+            (f"{path.name}/{m.name}", Member(path.name, m.offset_data, m.size))
+            for m in tar
+            if m.isfile() and _is_image(m.name)
+        )
 
 
 def read_devkit(root: Path) -> tuple[list[int], dict[int, tuple[str, str]]] | None:
@@ -83,15 +138,27 @@ def discover(root: str | Path) -> Layout:
             f"(accepted: {ACCEPTED}), or use data=sample to try the pipeline without ImageNet."
         )
     train_dir, val_dir = root / "train", root / "val"
-    if not train_dir.is_dir() or not val_dir.is_dir():
+    train_tar, val_tar = root / TRAIN_ARCHIVE, root / VAL_ARCHIVE
+    if not (train_dir.is_dir() or train_tar.is_file()) or not (val_dir.is_dir() or val_tar.is_file()):
         found = sorted(p.name for p in root.iterdir())[:20]
         raise LayoutError(f"Layout of data.root={root} not recognised: found {found}. Accepted: {ACCEPTED}.")
-    class_dirs = _class_folders(train_dir)
-    if not class_dirs:
-        raise LayoutError(f"{train_dir} has no class folders (train/<wnid>/*.JPEG). Accepted: {ACCEPTED}.")
-    wnids = [d.name for d in class_dirs]
+    members: dict[str, Member] = {}
+    if train_dir.is_dir():
+        per_class = {d.name: [str(p.relative_to(root)) for p in _images(d)] for d in _class_folders(train_dir)}
+        if not per_class:
+            raise LayoutError(f"{train_dir} has no class folders (train/<wnid>/*.JPEG). Accepted: {ACCEPTED}.")
+        train_form = ""
+    else:
+        indexed = _train_archive(train_tar)
+        if not indexed:
+            raise LayoutError(f"{train_tar} holds no per-class archives (<wnid>.tar): is it the official file?")
+        per_class = {wnid: [path for path, _ in items] for wnid, items in indexed.items()}
+        members.update(item for items in indexed.values() for item in items)
+        train_form = "train archive, "
+    wnids = sorted(per_class)
     index = {wnid: i for i, wnid in enumerate(wnids)}
-    train = [(str(p.relative_to(root)), index[d.name]) for d in class_dirs for p in _images(d)]
+    train = [(path, index[wnid]) for wnid in wnids for path in per_class[wnid]]
+    train_source = train_dir if train_dir.is_dir() else train_tar
     devkit = read_devkit(root)
     class_names = list(wnids)
     if devkit is not None:
@@ -99,32 +166,39 @@ def discover(root: str | Path) -> Layout:
         class_names = [leaves.get(w, w) for w in wnids]
         if set(leaves) != set(wnids):
             raise LayoutError(
-                f"The devkit under {root} names {len(leaves)} classes but {train_dir} has {len(wnids)} class "
-                f"folders, and they differ (e.g. {sorted(set(leaves) ^ set(wnids))[:3]}). Use the devkit that "
+                f"The devkit under {root} names {len(leaves)} classes but {train_source} has {len(wnids)} "
+                f"classes, and they differ (e.g. {sorted(set(leaves) ^ set(wnids))[:3]}). Use the devkit that "
                 "belongs to this training set."
             )
-    val_class_dirs = _class_folders(val_dir)
+    val_class_dirs = _class_folders(val_dir) if val_dir.is_dir() else []
     if val_class_dirs:
         unknown = [d.name for d in val_class_dirs if d.name not in index]
         if unknown:
-            raise LayoutError(f"{val_dir} has class folders that train/ lacks: {unknown[:5]}")
+            raise LayoutError(f"{val_dir} has class folders that the training set lacks: {unknown[:5]}")
         val = [(str(p.relative_to(root)), index[d.name]) for d in val_class_dirs for p in _images(d)]
-        form = "class folders"
+        val_form = "class folders"
     else:
+        val_source = val_dir if val_dir.is_dir() else val_tar
         if devkit is None:
             raise LayoutError(
-                f"{val_dir} is flat but no devkit labels it: put {DEVKIT_NAME}/ (extracted) or "
+                f"{val_source} is flat but no devkit labels it: put {DEVKIT_NAME}/ (extracted) or "
                 f"{DEVKIT_NAME}.tar.gz in {root}, or sort val/ into class folders. Accepted: {ACCEPTED}."
             )
+        if val_dir.is_dir():
+            files = [str(p.relative_to(root)) for p in _images(val_dir)]
+            val_form = "flat val with devkit"
+        else:
+            found = _flat_archive(val_tar)
+            members.update(found)
+            files = [path for path, _ in found]
+            val_form = "val archive with devkit"
         ids, leaves = devkit
-        files = _images(val_dir)
         if len(files) != len(ids):
             raise LayoutError(
-                f"{val_dir} has {len(files)} images but the devkit's ground truth has {len(ids)} labels; "
+                f"{val_source} has {len(files)} images but the devkit's ground truth has {len(ids)} labels; "
                 "the validation set is incomplete or the devkit is for another set."
             )
-        val = [(str(p.relative_to(root)), index[leaves[i][0]]) for p, i in zip(files, ids, strict=True)]
-        form = "flat val with devkit"
+        val = [(path, index[leaves[i][0]]) for path, i in zip(files, ids, strict=True)]
     if not train or not val:
         raise LayoutError(f"No images found under {root} (train: {len(train)}, val: {len(val)}).")
-    return Layout(root, wnids, class_names, train, val, form)
+    return Layout(root, wnids, class_names, train, val, train_form + val_form, members)

@@ -25,7 +25,7 @@ from PIL import Image
 
 from alexnet.atomic import atomic_file, atomic_write_json, exclusive
 from alexnet.data.augment import centre_offset
-from alexnet.data.layout import Layout, discover
+from alexnet.data.layout import Layout, discover, open_item
 from alexnet.data.store import (
     SPLITS,
     STORE_VERSION,
@@ -41,8 +41,9 @@ class UnreadableImageError(RuntimeError):
     """An image could not be decoded and data.strict is set."""
 
 
-def load_image(path: str | Path, size: int = 256) -> np.ndarray:
-    """(size, size, 3) uint8 RGB: the shorter side scaled to `size`, the central square cropped.
+def load_image(path, size: int = 256) -> np.ndarray:
+    """(size, size, 3) uint8 RGB from a file name or binary file object: the shorter side scaled to `size`,
+    the central square cropped.
     CMYK, grayscale, palette and PNG files (whatever their suffix) all come out as RGB."""
     with Image.open(path) as image:
         # For JPEGs, let libjpeg decode at 1/2, 1/4 or 1/8 scale while both sides stay >= size:
@@ -77,9 +78,9 @@ def _process_chunk(task: tuple) -> tuple[str, int, int, list[dict]]:
     root, store_dir, split, chunk, start, items, image_size, strict = task
     images = np.load(images_path(Path(store_dir), split), mmap_mode="r+")
     skipped = []
-    for slot, (path, _) in enumerate(items, start):
+    for slot, (path, member) in enumerate(items, start):
         try:
-            images[slot] = load_image(Path(root) / path, image_size)
+            images[slot] = load_image(open_item(Path(root), path, member), image_size)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
             if strict:
                 raise UnreadableImageError(
@@ -226,7 +227,7 @@ def _prepare(
         items = getattr(layout, split)
         for chunk, start in enumerate(range(0, len(items), chunk_size)):
             if chunk not in progress["done"][split]:
-                batch = items[start : start + chunk_size]
+                batch = [(path, layout.members.get(path)) for path, _ in items[start : start + chunk_size]]
                 tasks.append((str(layout.root), str(store_dir), split, chunk, start, batch, image_size, strict))
     total = sum(len(task[5]) for task in tasks)
     with _progress(progress_bar, "preparing", total) as advance:
