@@ -7,8 +7,10 @@
 (b) this project: uint8 batches read from the prepared store, then the paper's full augmentation (crop,
     flip, mean-image subtraction, PCA lighting) on the CPU;
 (b') the same without the augmentation: all a CPU worker does when the augmentation runs on the GPU.
-Each runs in one process with one thread, so images/s is images/s per core. Rounds alternate (a), (b), ...
-and the medians are reported. Preparation: load_image (JPEG draft decoding) vs a plain PIL open + resize.
+Each runs in one process with one thread, so images/s is images/s per core, with freed memory kept in the
+process as train.py keeps it on the CPU (alexnet.runtime.keep_freed_memory; it applies to (a) alike).
+Rounds alternate (a), (b), ... and the medians are reported. Preparation: load_image (JPEG draft
+decoding) vs a plain PIL open + resize.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from alexnet.data.layout import discover
 from alexnet.data.prepare import load_image, prepare
 from alexnet.data.sample import SampleSpec, make_sample
 from alexnet.data.store import Store
+from alexnet.runtime import keep_freed_memory
 
 
 def torchvision_rate(root: Path, skipped: set[str], limit: int, batch: int) -> float:
@@ -97,6 +100,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.25, help="sample image size; 1.25 is ILSVRC's average")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    keep_freed_memory()  # as train.py does on the CPU, where the augmentation runs in the training process
     name = f"bench_sample_{args.scale:g}"
     root = args.root or make_sample(Path("data") / name, SampleSpec(classes=10, train_per_class=120, scale=args.scale))
     store_dir = args.store or Path("data") / f"{name}_store"

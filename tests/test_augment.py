@@ -120,8 +120,10 @@ def test_cpu_slices_and_the_accelerator_gather_give_the_same_crops():
     mean = torch.rand(24, 24, 3) * 255
     offsets = torch.randint(0, 6, (2, 16), generator=torch.Generator().manual_seed(0))
     flip = torch.arange(16) % 3 == 0
-    sliced = augment._crops(x, mean, offsets, flip, 19)
+    lighting = torch.randn(16, 3) * 10
+    sliced = augment._crops(x, mean, offsets, flip, 19, lighting)
     rows = augment._window_indices(offsets[0], 19, None)
     cols = augment._window_indices(offsets[1], 19, flip)
     gathered = augment._gather(x, rows, cols).float() - augment._gather(mean.expand(16, -1, -1, -1), rows, cols)
-    torch.testing.assert_close(sliced, gathered)
+    torch.testing.assert_close(sliced, gathered + lighting[:, None, None, :])
+    torch.testing.assert_close(augment._crops(x, None, offsets, flip, 19, None), augment._gather(x, rows, cols).float())

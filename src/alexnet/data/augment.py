@@ -39,10 +39,15 @@ def pca_lighting_offsets(
 
 
 def _crops(
-    images: torch.Tensor, mean: torch.Tensor | None, offsets: torch.Tensor, flip: torch.Tensor | None, crop: int
+    images: torch.Tensor,
+    mean: torch.Tensor | None,
+    offsets: torch.Tensor,
+    flip: torch.Tensor | None,
+    crop: int,
+    lighting: torch.Tensor | None,
 ) -> torch.Tensor:
     """float32 (B, crop, crop, 3): each image's window at offsets[:, b] (top, left), mirrored where flip is
-    set, minus the same window of the mean image."""
+    set, minus the same window of the mean image, plus the image's RGB offset lighting[b]."""
     if images.device.type == "cpu":
         # On a CPU, slicing each image's window (a view) and subtracting in one pass beats gathering with
         # index tensors by about 5x; on an accelerator one gather beats a hundred small kernels.
@@ -58,11 +63,15 @@ def _crops(
                 out[b].copy_(window)
             else:
                 torch.sub(window, reference, out=out[b])
+            if lighting is not None:  # while the image is in cache; a whole row at a time, 10x faster than RGB
+                out[b].view(crop, crop * 3).add_(lighting[b].repeat(crop))
         return out
     rows, cols = _window_indices(offsets[0], crop, None), _window_indices(offsets[1], crop, flip)
     out = _gather(images, rows, cols).float()
     if mean is not None:
         out -= _gather(mean.expand(images.shape[0], -1, -1, -1), rows, cols)
+    if lighting is not None:
+        out += lighting[:, None, None, :]
     return out
 
 
@@ -85,10 +94,10 @@ def train_batch(
     else:
         offsets = torch.full((2, count), centre_offset(size, crop), device=device)
         flip = None
-    out = _crops(images, mean, offsets, flip, crop)
-    if lighting_std > 0:
-        out += pca_lighting_offsets(count, eigval, eigvec, lighting_std, generator)[:, None, None, :]
-    return out.permute(0, 3, 1, 2)  # (B, 3, crop, crop), channels_last in memory
+    lighting = pca_lighting_offsets(count, eigval, eigvec, lighting_std, generator) if lighting_std > 0 else None
+    return _crops(images, mean, offsets, flip, crop, lighting).permute(
+        0, 3, 1, 2
+    )  # (B, 3, crop, crop), channels_last in memory
 
 
 def _five_crops(images: torch.Tensor, crop: int) -> list[torch.Tensor]:
