@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from alexnet.data.datamodule import ImageNetDataModule
+from alexnet.data.datamodule import ImageNetDataModule, decode_batch
 from alexnet.data.prepare import prepare
 from alexnet.data.sample import SampleSpec, make_sample
-from alexnet.data.store import Store, images_path, labels_path
+from alexnet.data.store import Store, images_path, jpeg_index_path, labels_path
 from alexnet.module import AlexNetModule
 from alexnet.runtime import keep_freed_memory
 from lightning_overhead import OPTIM, SameBatch, StepTimes
@@ -40,20 +40,24 @@ from lightning_overhead import OPTIM, SameBatch, StepTimes
 ILSVRC_TRAIN_IMAGES = 1_281_167
 
 
-def build_store(work: Path, images: int, workers: int) -> Path:
+def build_store(work: Path, images: int, workers: int, store_format: str) -> Path:
     """A prepared sample store, its training split repeated to `images` images."""
     sample = make_sample(work / "sample", SampleSpec(classes=10, train_per_class=32, val_per_class=2))
     small = work / "small_store"
-    prepare(sample, small, workers=workers, progress_bar=False)
+    prepare(sample, small, workers=workers, progress_bar=False, store_format=store_format)
     store = work / "store"
     shutil.copytree(small, store)
-    source, labels = Store.open(small).images("train"), Store.open(small).labels("train")
+    labels = Store.open(small).labels("train")
     keep = np.flatnonzero(labels >= 0)
     picks = keep[np.arange(images) % len(keep)]
-    out = np.lib.format.open_memmap(images_path(store, "train"), "w+", np.uint8, (images, *source.shape[1:]))
-    for start in range(0, images, 1024):
-        out[start : start + 1024] = source[picks[start : start + 1024]]
-    out.flush()
+    if store_format == "jpeg":  # the index points at the same JPEG bytes again and again
+        np.save(jpeg_index_path(store, "train"), np.load(jpeg_index_path(small, "train"))[picks])
+    else:
+        source = Store.open(small).images("train")
+        out = np.lib.format.open_memmap(images_path(store, "train"), "w+", np.uint8, (images, *source.shape[1:]))
+        for start in range(0, images, 1024):
+            out[start : start + 1024] = source[picks[start : start + 1024]]
+        out.flush()
     np.save(labels_path(store, "train"), labels[picks])
     manifest = json.loads((store / "manifest.json").read_text())
     manifest["splits"]["train"].update(images=images, slots=images, skipped=[])
@@ -102,12 +106,15 @@ def rate(timer: StepTimes, batch_size: int, warmup: int) -> float:
 
 
 def input_pipeline(datamodule: ImageNetDataModule, device: torch.device, steps: int, warmup: int) -> float:
-    """Loader workers -> pinned batch -> non-blocking copy -> augmentation on the device, no training step."""
+    """Loader workers -> pinned batch -> non-blocking copy (or JPEG decode there) -> augmentation on the
+    device, no training step."""
     ends = []
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     loader = datamodule.train_dataloader()
     while len(ends) < steps + warmup:
         for images, labels in loader:
+            if isinstance(images, list):  # a JPEG store's batch, decoded on the device as in training
+                images = decode_batch(images, device)
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             datamodule.augment(images, training=True)
             sync()
@@ -124,6 +131,7 @@ def main() -> None:
     parser.add_argument("--precision", default="32-true", help="a Trainer precision: 32-true, bf16-mixed")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--store-format", default="raw", choices=["raw", "jpeg"])
     parser.add_argument("--workers", type=int, default=2, help="loader worker processes")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=8, help="timed steps per measurement, after the warm-up")
@@ -140,16 +148,22 @@ def main() -> None:
     started = time.perf_counter()
     # In another process, so that the peak memory below is training's, not the store copy's.
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        store = pool.submit(build_store, work, args.images, args.workers or 1).result()
+        store = pool.submit(build_store, work, args.images, args.workers or 1, args.store_format).result()
     print(f"store: {args.images} images in {store} ({time.perf_counter() - started:.0f} s to build)")
-    data = dict(root=str(work / "sample"), store_dir=str(store), batch_size=args.batch_size, num_workers=args.workers)
+    data = dict(
+        root=str(work / "sample"),
+        store_dir=str(store),
+        store_format=args.store_format,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+    )
     steps = args.steps + args.warmup + 1
 
     datamodule = ImageNetDataModule(**data)
     datamodule.setup()
     pipeline = input_pipeline(datamodule, device, args.steps, args.warmup)
 
-    batch = next(iter(datamodule.train_dataloader()))
+    batch = datamodule.on_before_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
     batch = tuple(t.to(device) for t in batch)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -166,7 +180,7 @@ def main() -> None:
     in_flight = args.workers * 4 * args.batch_size * 256 * 256 * 3 / 2**30  # prefetch_factor 4, uint8 batches
     gpu = f" gpu={torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
     print(
-        f"device={device}{gpu} precision={args.precision} channels_last={args.channels_last} "
+        f"device={device}{gpu} store={args.store_format} precision={args.precision} channels_last={args.channels_last} "
         f"compile={args.compile} workers={args.workers} batch={args.batch_size} steps={args.steps} "
         f"torch={torch.__version__}"
     )

@@ -6,7 +6,9 @@
 (a) torchvision ImageFolder: decode JPEG, Resize(256), RandomCrop(227), flip, ToTensor, Normalize, per image;
 (b) this project: uint8 batches read from the prepared store, then the paper's full augmentation (crop,
     flip, mean-image subtraction, PCA lighting) on the CPU;
-(b') the same without the augmentation: all a CPU worker does when the augmentation runs on the GPU.
+(b') the same without the augmentation: all a CPU worker does when the augmentation runs on the GPU;
+(c) a JPEG store (data.store_format=jpeg) read and decoded on the CPU: what decoding costs where there is
+    no GPU to do it (on a GPU, nvJPEG decodes the batch and the worker only reads bytes).
 Each runs in one process with one thread, so images/s is images/s per core, with freed memory kept in the
 process as train.py keeps it on the CPU (alexnet.runtime.keep_freed_memory; it applies to (a) alike).
 Rounds alternate (a), (b), ... and the medians are reported. Preparation: load_image (JPEG draft
@@ -28,7 +30,7 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.datasets import ImageFolder
 
 from alexnet.data.augment import train_batch
-from alexnet.data.datamodule import ShardedBatchSampler, StoreBatches
+from alexnet.data.datamodule import ShardedBatchSampler, StoreBatches, decode_batch
 from alexnet.data.layout import discover
 from alexnet.data.prepare import load_image, prepare
 from alexnet.data.sample import SampleSpec, make_sample
@@ -60,12 +62,14 @@ def torchvision_rate(root: Path, skipped: set[str], limit: int, batch: int) -> f
 def store_rate(store: Store, limit: int, batch: int, augment: bool) -> float:
     labels = store.labels("train")
     slots = np.flatnonzero(labels >= 0)
-    dataset = StoreBatches(store.root, "train", slots, labels)
+    dataset = StoreBatches(store, "train", slots, labels)
     sampler = ShardedBatchSampler(min(limit, len(slots)), batch, shuffle=True)
     loader = DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)
     mean, eigval, eigvec = (torch.from_numpy(np.ascontiguousarray(a)) for a in (store.mean, store.eigval, store.eigvec))
     start, count = time.perf_counter(), 0
     for images, _ in loader:
+        if isinstance(images, list):
+            images = decode_batch(images, torch.device("cpu"))
         out = train_batch(images, mean, eigval, eigvec, crop=227, lighting_std=0.1) if augment else images
         count += len(out)
     return count / (time.perf_counter() - start)
@@ -106,12 +110,16 @@ def main() -> None:
     store_dir = args.store or Path("data") / f"{name}_store"
     prepare(root, store_dir, workers=None)
     store = Store.open(store_dir)
+    jpeg_dir = store_dir.with_name(f"{store_dir.name}_jpeg")
+    prepare(root, jpeg_dir, workers=None, store_format="jpeg")
+    jpeg = Store.open(jpeg_dir)
     skipped = {s["path"] for s in store.manifest["splits"]["train"]["skipped"]}
-    a, b, read = [], [], []
+    a, b, read, decode = [], [], [], []
     for _ in range(args.rounds):
         a.append(torchvision_rate(root, skipped, args.limit, args.batch_size))
         b.append(store_rate(store, args.limit, args.batch_size, augment=True))
         read.append(store_rate(store, args.limit, args.batch_size, augment=False))
+        decode.append(store_rate(jpeg, args.limit, args.batch_size, augment=False))
     plain_rate, ours_rate = prepare_rates(root, skipped, min(args.limit, 500))
     a_med, b_med = statistics.median(a), statistics.median(b)
     print(
@@ -124,7 +132,14 @@ def main() -> None:
     read_med = statistics.median(read)
     print(f"| (b') store read only (augmentation on the GPU)      | {read_med:8.0f} |")
     print(f"(b) / (a) = {b_med / a_med:.1f}x;  (b') / (a) = {read_med / a_med:.1f}x")
+    print(f"| (c) JPEG store, read + decode on the CPU            | {statistics.median(decode):8.0f} |")
     print(f"16 cores of (b): {16 * b_med:,.0f} images/s")
+    images = jpeg.manifest["splits"]["train"]["images"] + jpeg.manifest["splits"]["val"]["images"]
+    jpeg_bytes = sum(p.stat().st_size for p in jpeg_dir.rglob("*.bin")) / images
+    raw_bytes = 256 * 256 * 3
+    print(
+        f"bytes per image: raw {raw_bytes:,}, JPEG quality 90 {jpeg_bytes:,.0f} ({raw_bytes / jpeg_bytes:.1f}x smaller)"
+    )
     print("| preparation (one core)                              | images/s |")
     print(f"| plain PIL open + convert + resize                   | {plain_rate:8.0f} |")
     print(f"| load_image (JPEG draft decode, resize, crop)        | {ours_rate:8.0f} |")

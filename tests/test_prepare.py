@@ -209,3 +209,62 @@ def test_preparing_from_the_official_archives_gives_the_store_of_the_extracted_f
     (skipped,) = manifest["splits"]["train"]["skipped"]
     assert skipped["path"] == "ILSVRC2012_img_train.tar/n09000035.tar/n09000035_1.JPEG"
     assert manifest["source"]["form"] == "train archive, val archive with devkit"
+
+
+def all_files_of(store):
+    return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def jpeg_store(sample_root, tmp_path_factory):
+    store = tmp_path_factory.mktemp("jpeg") / "store"
+    prepare(sample_root, store, workers=2, chunk_size=8, progress_bar=False, store_format="jpeg")
+    return store
+
+
+def test_jpeg_store_holds_the_raw_stores_images_as_quality_90_jpegs(jpeg_store, sample_store):
+    ours, raw = Store.open(jpeg_store), Store.open(sample_store)
+    assert ours.format == "jpeg" and ours.manifest["settings"]["quality"] == 90
+    assert ours.manifest["splits"] == raw.manifest["splits"]  # the same images and the same skipped file
+    for split in ("train", "val"):
+        assert np.array_equal(ours.labels(split), raw.labels(split))
+        keep = np.flatnonzero(raw.labels(split) >= 0)
+        decoded, original = ours.read(split, keep), raw.read(split, keep)
+        assert decoded.shape == original.shape and decoded.dtype == np.uint8
+        # JPEG at quality 90 on the sample's noisy stripes: a few levels per pixel on average
+        assert np.abs(decoded.astype(int) - original.astype(int)).mean() < 4
+        assert ours.jpeg_reader(split).encoded(keep[0])[:2] == b"\xff\xd8"  # a JPEG, as stored
+    size = sum(p.stat().st_size for p in jpeg_store.rglob("*.bin"))
+    assert size < 0.25 * sum(p.stat().st_size for p in sample_store.glob("*_images.npy"))
+    # mean and PCA are of the decoded pixels, which differ from the raw ones by JPEG noise only
+    assert np.abs(ours.mean - raw.mean).mean() < 2 and np.allclose(ours.eigval, raw.eigval, rtol=0.1)
+    with pytest.raises(StoreError, match="holds JPEGs"):
+        ours.images("train")
+
+
+def test_interrupted_jpeg_preparation_resumes_to_an_identical_store(sample_root, jpeg_store, tmp_path, monkeypatch):
+    real = prepare_module._process_chunk
+    calls = {"n": 0}
+
+    def dies_after_two_chunks(task):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise KeyboardInterrupt("killed")
+        return real(task)
+
+    monkeypatch.setattr(prepare_module, "_process_chunk", dies_after_two_chunks)
+    store = tmp_path / "store"
+    with pytest.raises(KeyboardInterrupt):
+        prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False, store_format="jpeg")
+    assert not (store / "manifest.json").exists()
+    monkeypatch.setattr(prepare_module, "_process_chunk", real)
+    prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False, store_format="jpeg")
+    assert all_files_of(store) == all_files_of(jpeg_store)
+
+
+def test_a_store_of_the_other_format_is_refused(sample_root, sample_store, jpeg_store):
+    with pytest.raises(StoreError, match="other settings"):
+        prepare(sample_root, sample_store, progress_bar=False, store_format="jpeg")
+    with pytest.raises(StoreError, match="other settings"):
+        prepare(sample_root, jpeg_store, progress_bar=False, store_format="raw")
+    assert prepare(sample_root, jpeg_store, chunk_size=64, store_format="jpeg")["settings"]["format"] == "jpeg"

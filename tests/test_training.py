@@ -41,6 +41,14 @@ def test_fit_evaluates_and_writes_results(compose, tmp_path):
         assert float(final[f"final/{key}"]) == pytest.approx(saved[key])
 
 
+def test_training_reads_a_jpeg_store_decoding_each_batch_where_it_trains(compose, tmp_path):
+    cfg = compose(*FAST, "trainer.max_epochs=1", "data.store_format=jpeg")
+    results = train(cfg)
+    manifest = json.loads((Path(results["store_dir"]) / "manifest.json").read_text())
+    assert manifest["settings"]["format"] == "jpeg" and not list(Path(results["store_dir"]).glob("*_images.npy"))
+    assert results["steps"] == 35 // 8 and 0.0 <= results["top1_err_10crop"] <= 1.0
+
+
 def test_resume_from_last_equals_an_uninterrupted_run(compose, tmp_path):
     """Without random augmentation or dropout the run is deterministic, so a run stopped after epoch 1 and
     resumed must end with exactly the weights and momentum of one that never stopped."""

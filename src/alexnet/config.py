@@ -38,6 +38,11 @@ class Rule(str, Enum):
     torch = "torch"
 
 
+class StoreFormat(str, Enum):
+    raw = "raw"
+    jpeg = "jpeg"
+
+
 @dataclass
 class ModelConfig:
     num_classes: int = 1000
@@ -67,6 +72,7 @@ class SampleConfig:
 class DataConfig:
     root: str = "???"
     store_dir: str = "???"
+    store_format: StoreFormat = StoreFormat.raw
     image_size: int = 256
     crop_size: int = 227
     crops_flips: bool = True

@@ -67,13 +67,12 @@ def kernel_grid(kernels: torch.Tensor, per_row: int = 8, pad: int = 1) -> np.nda
 def centre_crop_outputs(run: TrainedRun, split: str, slots: np.ndarray, batch_size: int = 64):
     """(fc7 activations (N, 4096), class probabilities (N, classes)) of the images at `slots` of `split`,
     each seen as in testing with one crop: the centre crop, mean image subtracted."""
-    images = run.store.images(split)
     mean = torch.from_numpy(np.ascontiguousarray(run.store.mean))
     crop = run.module.hparams["model"].get("input_size", 227)
     net = run.module.net
     features, probs = [], []
     for start in range(0, len(slots), batch_size):
-        batch = torch.from_numpy(images[slots[start : start + batch_size]])
+        batch = torch.from_numpy(run.store.read(split, slots[start : start + batch_size]))
         h = net.features(eval_batch(batch, mean, crop, ten_crop=False))
         features.append(h)
         probs.append(net.fc8(h).softmax(dim=1))

@@ -17,22 +17,36 @@ from alexnet.data.sample import SampleSpec, make_sample
 from alexnet.data.store import Store, images_path
 
 
-class StoreBatches(Dataset):
-    """dataset[list of indices] -> (uint8 images (B, S, S, 3), int64 labels (B,)): whole batches, so a
-    worker does one sorted read from the memory map per batch and nothing per image."""
+def decode_batch(encoded: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Encoded JPEGs -> uint8 (B, S, S, 3) on `device`, as a raw store's batch would be."""
+    from torchvision.io import ImageReadMode, decode_jpeg
 
-    def __init__(self, store_dir: Path, split: str, slots: np.ndarray, labels: np.ndarray):
-        self.path, self.slots, self.labels = images_path(store_dir, split), slots, labels
+    decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+    return torch.stack(decoded).permute(0, 2, 3, 1)
+
+
+class StoreBatches(Dataset):
+    """dataset[list of indices] -> (images, int64 labels (B,)): whole batches, so a worker does one sorted
+    read from the memory map per batch and nothing per image. Images are uint8 (B, S, S, 3) from a raw
+    store, or a list of B encoded JPEGs (uint8 tensors) from a JPEG store, decoded where the batch goes."""
+
+    def __init__(self, store: Store, split: str, slots: np.ndarray, labels: np.ndarray):
+        self.slots, self.labels = slots, labels
+        self.path = images_path(store.root, split)
+        self.jpegs = store.jpeg_reader(split) if store.format == "jpeg" else None
         self._images: np.ndarray | None = None  # opened in each worker, on first use
 
     def __len__(self) -> int:
         return len(self.slots)
 
-    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor | list[torch.Tensor], torch.Tensor]:
+        slots = self.slots[np.sort(np.asarray(indices))]
+        labels = torch.from_numpy(self.labels[slots].astype(np.int64))
+        if self.jpegs is not None:
+            return [torch.frombuffer(bytearray(self.jpegs.encoded(s)), dtype=torch.uint8) for s in slots], labels
         if self._images is None:
             self._images = np.load(self.path, mmap_mode="r")
-        slots = self.slots[np.sort(np.asarray(indices))]
-        return torch.from_numpy(self._images[slots]), torch.from_numpy(self.labels[slots].astype(np.int64))
+        return torch.from_numpy(self._images[slots]), labels
 
 
 class ShardedBatchSampler(Sampler[list[int]]):
@@ -73,6 +87,7 @@ class ImageNetDataModule(L.LightningDataModule):
         self,
         root: str,
         store_dir: str,
+        store_format: str = "raw",
         image_size: int = 256,
         crop_size: int = 227,
         crops_flips: bool = True,
@@ -92,7 +107,7 @@ class ImageNetDataModule(L.LightningDataModule):
             raise ValueError(f"data.crop_size={crop_size} is larger than data.image_size={image_size}")
         if val_crops not in (1, 10):
             raise ValueError(f"data.val_crops must be 1 (centre crop) or 10 (Section 4.1), got {val_crops}")
-        self.root, self.store_dir = Path(root), Path(store_dir)
+        self.root, self.store_dir, self.store_format = Path(root), Path(store_dir), store_format
         self.image_size, self.crop_size = image_size, crop_size
         self.crops_flips, self.pca_lighting, self.mean_subtraction = crops_flips, pca_lighting, mean_subtraction
         self.val_crops = val_crops
@@ -111,7 +126,14 @@ class ImageNetDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         if self.sample is not None:
             make_sample(self.root, self.sample)
-        prepare(self.root, self.store_dir, self.image_size, self.prepare_workers, self.strict)
+        prepare(
+            self.root,
+            self.store_dir,
+            self.image_size,
+            self.prepare_workers,
+            self.strict,
+            store_format=self.store_format,
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self.store is None:
@@ -132,11 +154,11 @@ class ImageNetDataModule(L.LightningDataModule):
             len(slots), self.batch_size if train else self.eval_batch_size, train, rank, world, self.seed
         )
         return DataLoader(
-            StoreBatches(self.store_dir, split, slots, labels),
+            StoreBatches(self.store, split, slots, labels),
             sampler=sampler,
             batch_size=None,  # the sampler yields whole batches
             num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),
+            pin_memory=torch.cuda.is_available() and self.store.format == "raw",  # JPEGs go to the decoder
             persistent_workers=self.num_workers > 0,
             prefetch_factor=4 if self.num_workers > 0 else None,
         )
@@ -168,6 +190,14 @@ class ImageNetDataModule(L.LightningDataModule):
                 images, mean, eigval, eigvec, self.crop_size, self.crops_flips, self.pca_lighting
             )
         return augment.eval_batch(images, mean, self.crop_size, ten_crop=self.val_crops == 10)
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """A JPEG store's batch: decoded straight onto the device the batch goes to (nvJPEG on a GPU)."""
+        images, labels = batch
+        if not isinstance(images, list):
+            return batch
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        return decode_batch(images, device), labels
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch

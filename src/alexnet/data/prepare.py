@@ -23,15 +23,23 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from alexnet.atomic import atomic_file, atomic_write_json, exclusive
+from alexnet.atomic import atomic_file, atomic_write_bytes, atomic_write_json, exclusive
 from alexnet.data.augment import centre_offset
 from alexnet.data.layout import Layout, discover, open_item
 from alexnet.data.store import (
+    FORMATS,
+    JPEG_QUALITY,
     SPLITS,
     STORE_VERSION,
+    JpegReader,
     StoreError,
+    encode_jpeg_chunk,
     images_path,
+    jpeg_chunk_index,
+    jpeg_chunk_path,
+    jpeg_index_path,
     labels_path,
+    read_jpegs,
 )
 
 RESIZE = "shorter side to image_size (PIL bilinear, antialiased; JPEG draft decoding), central crop"
@@ -62,8 +70,16 @@ def load_image(path, size: int = 256) -> np.ndarray:
         return np.asarray(image, dtype=np.uint8)
 
 
-def _settings(image_size: int) -> dict:
-    return {"image_size": image_size, "resize": RESIZE}
+JPEG_BYTES_ESTIMATE = 40_000  # per 256x256 image at quality 90, with room to spare (ILSVRC averages ~17 KB)
+
+
+def _settings(image_size: int, store_format: str = "raw", chunk_size: int = 256) -> dict:
+    if store_format not in FORMATS:
+        raise ValueError(f"data.store_format must be one of {FORMATS}, got {store_format!r}")
+    settings = {"image_size": image_size, "resize": RESIZE}
+    if store_format == "jpeg":  # the chunk size places images in files, so a resumed run must keep it
+        settings.update(format="jpeg", quality=JPEG_QUALITY, chunk_size=chunk_size)
+    return settings
 
 
 def _fingerprint(layout: Layout) -> str:
@@ -75,29 +91,45 @@ def _fingerprint(layout: Layout) -> str:
 
 
 def _process_chunk(task: tuple) -> tuple[str, int, int, list[dict]]:
-    root, store_dir, split, chunk, start, items, image_size, strict = task
-    images = np.load(images_path(Path(store_dir), split), mmap_mode="r+")
+    root, store_dir, split, chunk, start, items, settings, strict = task
+    store_dir, image_size = Path(store_dir), settings["image_size"]
+    pixels: list[np.ndarray | None] = []
     skipped = []
     for slot, (path, member) in enumerate(items, start):
         try:
-            images[slot] = load_image(open_item(Path(root), path, member), image_size)
+            pixels.append(load_image(open_item(Path(root), path, member), image_size))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
             if strict:
                 raise UnreadableImageError(
                     f"Cannot read {Path(root) / path}: {error}. Remove or replace the file, or set "
                     "data.strict=false to skip unreadable files and list them in the manifest."
                 ) from error
-            images[slot] = 0
+            pixels.append(None)
             skipped.append({"slot": slot, "path": path, "reason": f"{type(error).__name__}: {error}"})
-    images.flush()
+    if settings.get("format") == "jpeg":
+        atomic_write_bytes(jpeg_chunk_path(store_dir, split, chunk), encode_jpeg_chunk(pixels))
+    else:
+        images = np.load(images_path(store_dir, split), mmap_mode="r+")
+        for slot, image in enumerate(pixels, start):
+            images[slot] = 0 if image is None else image
+        images.flush()
     return split, chunk, len(items), skipped
+
+
+def _read_train(store_dir: Path, settings: dict, slots: np.ndarray) -> np.ndarray:
+    """Training images at `slots` (consecutive, readable) of a store being finished: no manifest yet."""
+    if settings.get("format") != "jpeg":
+        return np.load(images_path(store_dir, "train"), mmap_mode="r")[slots]
+    if len(slots) == 0:
+        return np.zeros((0, settings["image_size"], settings["image_size"], 3), np.uint8)
+    return read_jpegs(JpegReader(store_dir, "train"), slots)
 
 
 def _stats_chunk(task: tuple) -> tuple[int, int, tuple]:
     """Sums over one range of training images: of images (for the mean image), of RGB pixels in [0, 1]
     and of their outer products (for the covariance)."""
-    store_dir, start, stop, keep = task
-    batch = np.load(images_path(Path(store_dir), "train"), mmap_mode="r")[start:stop][keep]
+    store_dir, settings, start, keep = task
+    batch = _read_train(Path(store_dir), settings, np.arange(start, start + len(keep))[keep])
     pixels = batch.reshape(-1, 3).astype(np.float64) / 255.0
     sums = (batch.sum(axis=0, dtype=np.float64), pixels.sum(axis=0), pixels.T @ pixels, len(pixels))
     return start, len(keep), sums
@@ -131,8 +163,9 @@ def _allocate(path: Path, shape: tuple[int, ...]) -> None:
                 raise
 
 
-def _check_space(store_dir: Path, layout: Layout, image_size: int) -> None:
-    needed = (len(layout.train) + len(layout.val)) * image_size * image_size * 3
+def _check_space(store_dir: Path, layout: Layout, settings: dict) -> None:
+    per_image = JPEG_BYTES_ESTIMATE if settings.get("format") == "jpeg" else settings["image_size"] ** 2 * 3
+    needed = (len(layout.train) + len(layout.val)) * per_image
     free = shutil.disk_usage(store_dir).free
     if needed > free:
         raise StoreError(
@@ -141,12 +174,12 @@ def _check_space(store_dir: Path, layout: Layout, image_size: int) -> None:
         )
 
 
-def _open_progress(store_dir: Path, layout: Layout, image_size: int) -> dict:
+def _open_progress(store_dir: Path, layout: Layout, settings: dict) -> dict:
     progress_file = store_dir / "progress.json"
     fingerprint = _fingerprint(layout)
     if progress_file.is_file():
         progress = json.loads(progress_file.read_text())
-        if progress["fingerprint"] == fingerprint and progress["settings"] == _settings(image_size):
+        if progress["fingerprint"] == fingerprint and progress["settings"] == settings:
             return progress
         raise StoreError(
             f"data.store_dir={store_dir} holds an unfinished store of other images or settings "
@@ -154,12 +187,16 @@ def _open_progress(store_dir: Path, layout: Layout, image_size: int) -> dict:
         )
     if any(store_dir.iterdir()):
         raise StoreError(f"data.store_dir={store_dir} is not empty and holds no store: choose an empty or new folder.")
-    _check_space(store_dir, layout, image_size)
+    _check_space(store_dir, layout, settings)
     for split in SPLITS:
-        _allocate(images_path(store_dir, split), (len(getattr(layout, split)), image_size, image_size, 3))
+        if settings.get("format") == "jpeg":
+            jpeg_chunk_path(store_dir, split, 0).parent.mkdir()
+        else:
+            size = settings["image_size"]
+            _allocate(images_path(store_dir, split), (len(getattr(layout, split)), size, size, 3))
     progress = {
         "fingerprint": fingerprint,
-        "settings": _settings(image_size),
+        "settings": settings,
         "done": {split: [] for split in SPLITS},
         "skipped": {split: [] for split in SPLITS},
     }
@@ -167,16 +204,19 @@ def _open_progress(store_dir: Path, layout: Layout, image_size: int) -> dict:
     return progress
 
 
-def _existing(store_dir: Path, image_size: int) -> dict | None:
+def _existing(store_dir: Path, settings: dict) -> dict | None:
     manifest_file = store_dir / "manifest.json"
     if not manifest_file.is_file():
         return None
     manifest = json.loads(manifest_file.read_text())
-    if manifest.get("store_version") != STORE_VERSION or manifest.get("settings") != _settings(image_size):
+    found = dict(manifest.get("settings") or {})
+    found.pop("chunk_size", None)  # how a complete store was cut into files does not matter to its readers
+    wanted = {key: value for key, value in settings.items() if key != "chunk_size"}
+    if manifest.get("store_version") != STORE_VERSION or found != wanted:
         raise StoreError(
             f"data.store_dir={store_dir} holds a store made with other settings or another version "
             f"({manifest.get('settings')}, version {manifest.get('store_version')}; wanted "
-            f"{_settings(image_size)}, version {STORE_VERSION}). Delete it or choose another data.store_dir."
+            f"{settings}, version {STORE_VERSION}). Delete it or choose another data.store_dir."
         )
     return manifest
 
@@ -189,10 +229,12 @@ def prepare(
     strict: bool = False,
     chunk_size: int = 256,
     progress_bar: bool = True,
+    store_format: str = "raw",
 ) -> dict:
     """Prepare the store unless a complete one is there; returns the manifest."""
     store_dir = Path(store_dir)
-    manifest = _existing(store_dir, image_size)
+    settings = _settings(image_size, store_format, chunk_size)
+    manifest = _existing(store_dir, settings)
     if manifest is not None:
         return manifest
     layout = discover(root)
@@ -205,21 +247,21 @@ def prepare(
     if not os.access(store_dir, os.W_OK):
         raise StoreError(f"data.store_dir={store_dir} is not writable: point it at a writable folder.")
     with exclusive(store_dir.with_name(f".{store_dir.name}.lock"), f"data.store_dir={store_dir}"):
-        return _existing(store_dir, image_size) or _prepare(
-            layout, store_dir, image_size, workers, strict, chunk_size, progress_bar
+        return _existing(store_dir, settings) or _prepare(
+            layout, store_dir, settings, workers, strict, chunk_size, progress_bar
         )
 
 
 def _prepare(
     layout: Layout,
     store_dir: Path,
-    image_size: int,
+    settings: dict,
     workers: int | None,
     strict: bool,
     chunk_size: int,
     progress_bar: bool,
 ) -> dict:
-    progress = _open_progress(store_dir, layout, image_size)
+    progress = _open_progress(store_dir, layout, settings)
     workers = workers or os.cpu_count() or 1
 
     tasks = []
@@ -228,7 +270,7 @@ def _prepare(
         for chunk, start in enumerate(range(0, len(items), chunk_size)):
             if chunk not in progress["done"][split]:
                 batch = [(path, layout.members.get(path)) for path, _ in items[start : start + chunk_size]]
-                tasks.append((str(layout.root), str(store_dir), split, chunk, start, batch, image_size, strict))
+                tasks.append((str(layout.root), str(store_dir), split, chunk, start, batch, settings, strict))
     total = sum(len(task[5]) for task in tasks)
     with _progress(progress_bar, "preparing", total) as advance:
         for split, chunk, count, skipped in _pool_map(_process_chunk, tasks, workers):
@@ -244,17 +286,24 @@ def _prepare(
         skipped = sorted(progress["skipped"][split], key=lambda s: s["slot"])
         labels[[s["slot"] for s in skipped]] = -1
         _save_npy(labels_path(store_dir, split), labels)
+        if settings.get("format") == "jpeg":
+            chunks = range(0, len(items), chunk_size)
+            index = [
+                jpeg_chunk_index(jpeg_chunk_path(store_dir, split, c), c, len(items[start : start + chunk_size]))
+                for c, start in enumerate(chunks)
+            ]
+            _save_npy(jpeg_index_path(store_dir, split), np.concatenate(index).astype(np.int64))
         splits[split] = {
             "images": int((labels >= 0).sum()),
             "slots": len(items),
             "skipped": [{"path": s["path"], "reason": s["reason"]} for s in skipped],
         }
-    mean, eigval, eigvec = _statistics(store_dir, workers, progress_bar)
+    mean, eigval, eigvec = _statistics(store_dir, settings, workers, progress_bar)
     _save_npy(store_dir / "mean.npy", mean.astype(np.float32))
     atomic_write_json(store_dir / "pca.json", {"eigval": eigval.tolist(), "eigvec": eigvec.tolist()})
     manifest = {
         "store_version": STORE_VERSION,
-        "settings": _settings(image_size),
+        "settings": settings,
         "source": {"root": str(layout.root.resolve()), "form": layout.form, "fingerprint": progress["fingerprint"]},
         "num_classes": layout.num_classes,
         "wnids": layout.wnids,
@@ -272,12 +321,12 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(f, array)
 
 
-def _statistics(store_dir: Path, workers: int, progress_bar: bool, chunk_size: int = 256):
+def _statistics(store_dir: Path, settings: dict, workers: int, progress_bar: bool, chunk_size: int = 256):
     """Mean image (0-255) and the RGB covariance's eigen-decomposition (pixels in [0, 1]), largest first.
     Summed over fixed chunks in a fixed order, so the bytes do not depend on workers or preparation chunks."""
     labels = np.load(labels_path(store_dir, "train"))
     tasks = [
-        (str(store_dir), start, start + chunk_size, labels[start : start + chunk_size] >= 0)
+        (str(store_dir), settings, start, labels[start : start + chunk_size] >= 0)
         for start in range(0, len(labels), chunk_size)
     ]
     parts = {}

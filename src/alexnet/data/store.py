@@ -3,27 +3,36 @@
     store_dir/
       manifest.json        written last and atomically: a store without it is incomplete
       progress.json        chunks already written (resuming), removed when complete
-      train_images.npy     (N, S, S, 3) uint8, S = data.image_size (256): the central SxS after the
-      val_images.npy         shorter side was scaled to S, in RGB
+      train_images.npy     raw format (data.store_format=raw, the default): (N, S, S, 3) uint8, S =
+      val_images.npy         data.image_size (256), the central SxS after the shorter side was scaled to S, RGB
+      train_jpeg/, val_jpeg/  jpeg format: the same images as JPEG (quality 90), one file per chunk of
+                           consecutive slots: a header of chunk+1 int64 offsets, then the JPEGs back to back
+      train_jpeg_index.npy (N, 3) int64 (jpeg format): each slot's chunk file, offset in it, and size
       train_labels.npy     (N,) int16, the sorted-WNID class index; -1 marks a skipped (unreadable) file
       val_labels.npy
       mean.npy             (S, S, 3) float32, per-pixel mean of the training images, 0-255 scale
       pca.json             eigenvalues and eigenvectors of the RGB covariance, pixels in [0, 1]
 
-Raw uint8 was chosen over JPEG for the loader: reading a raw image is a memory copy, which keeps CPU
-work per image near zero (docs/data.md has the measurements and the sizes on disk).
+Raw uint8 is the default for the loader: reading a raw image is a memory copy, which keeps CPU work per
+image near zero. JPEG is 8-10x smaller on disk (22 GB for ILSVRC's training set instead of 252 GB) and is
+decoded where the batch goes, on the GPU when there is one (docs/data.md has the measurements).
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 STORE_VERSION = 1
 SPLITS = ("train", "val")
+FORMATS = ("raw", "jpeg")
+JPEG_QUALITY = 90
 
 
 def images_path(store_dir: Path, split: str) -> Path:
@@ -32,6 +41,68 @@ def images_path(store_dir: Path, split: str) -> Path:
 
 def labels_path(store_dir: Path, split: str) -> Path:
     return store_dir / f"{split}_labels.npy"
+
+
+def jpeg_chunk_path(store_dir: Path, split: str, chunk: int) -> Path:
+    return store_dir / f"{split}_jpeg" / f"{chunk:06d}.bin"
+
+
+def jpeg_index_path(store_dir: Path, split: str) -> Path:
+    return store_dir / f"{split}_jpeg_index.npy"
+
+
+def encode_jpeg_chunk(images: list[np.ndarray | None]) -> bytes:
+    """A chunk file's bytes: len+1 int64 offsets (from the file's start), then each image as JPEG; a skipped
+    image (None) takes no bytes."""
+    encoded = []
+    for pixels in images:
+        buffer = io.BytesIO()
+        if pixels is not None:
+            Image.fromarray(pixels).save(buffer, "JPEG", quality=JPEG_QUALITY)
+        encoded.append(buffer.getvalue())
+    sizes = np.array([len(e) for e in encoded], dtype=np.int64)
+    offsets = 8 * (len(encoded) + 1) + np.concatenate([[0], np.cumsum(sizes)])
+    return offsets.astype("<i8").tobytes() + b"".join(encoded)
+
+
+def jpeg_chunk_index(path: Path, chunk: int, count: int) -> np.ndarray:
+    """(count, 3) int64: chunk, offset and size of each image of a chunk file, from its header."""
+    with open(path, "rb") as f:
+        offsets = np.frombuffer(f.read(8 * (count + 1)), dtype="<i8")
+    return np.stack([np.full(count, chunk), offsets[:-1], np.diff(offsets)], axis=1)
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def read_jpegs(reader: JpegReader, slots) -> np.ndarray:
+    return np.stack([decode_jpeg(reader.encoded(slot)) for slot in slots])
+
+
+class JpegReader:
+    """The encoded images of one split of a JPEG store, by slot: one positioned read per image. Opens
+    each chunk file on first use, in the process that reads (a DataLoader worker gets no open files)."""
+
+    def __init__(self, store_dir: Path, split: str) -> None:
+        self.store_dir, self.split = Path(store_dir), split
+        self.index = np.load(jpeg_index_path(self.store_dir, split))
+        self._files: dict[int, int] = {}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_files": {}}
+
+    def __del__(self) -> None:
+        for fd in getattr(self, "_files", {}).values():
+            os.close(fd)
+
+    def encoded(self, slot: int) -> bytes:
+        chunk, offset, size = (int(v) for v in self.index[slot])
+        fd = self._files.get(chunk)
+        if fd is None:
+            fd = self._files[chunk] = os.open(jpeg_chunk_path(self.store_dir, self.split, chunk), os.O_RDONLY)
+        return os.pread(fd, int(size), int(offset))
 
 
 class StoreError(RuntimeError):
@@ -69,8 +140,24 @@ class Store:
             np.asarray(pca["eigvec"], dtype=np.float32),
         )
 
+    @property
+    def format(self) -> str:
+        return self.manifest["settings"].get("format", "raw")
+
     def images(self, split: str) -> np.ndarray:
+        """The raw format's (N, S, S, 3) uint8 images, memory-mapped."""
+        if self.format != "raw":
+            raise StoreError(f"The store in {self.root} holds JPEGs: read them with read() or jpeg_reader().")
         return np.load(images_path(self.root, split), mmap_mode="r")
+
+    def jpeg_reader(self, split: str) -> JpegReader:
+        return JpegReader(self.root, split)
+
+    def read(self, split: str, slots) -> np.ndarray:
+        """(len(slots), S, S, 3) uint8 images, in either format (decoded on the CPU for JPEG)."""
+        if self.format == "raw":
+            return self.images(split)[np.asarray(slots)]
+        return read_jpegs(self.jpeg_reader(split), slots)
 
     def labels(self, split: str) -> np.ndarray:
         return np.load(labels_path(self.root, split))
