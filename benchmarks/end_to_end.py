@@ -24,7 +24,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -35,7 +34,7 @@ from alexnet.data.sample import SampleSpec, make_sample
 from alexnet.data.store import Store, images_path, jpeg_index_path, labels_path
 from alexnet.module import AlexNetModule
 from alexnet.runtime import keep_freed_memory
-from lightning_overhead import OPTIM, SameBatch, StepTimes
+from lightning_overhead import OPTIM, SameBatch, StepTimes, timed_trainer
 
 ILSVRC_TRAIN_IMAGES = 1_281_167
 
@@ -75,24 +74,6 @@ class OneBatchOnDevice(ImageNetDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(SameBatch(self.batch, self.steps), batch_size=None)
-
-
-def trainer(args, steps: int, timer: StepTimes) -> L.Trainer:
-    return L.Trainer(
-        accelerator="gpu" if args.device == "cuda" else "cpu",
-        devices=1,
-        precision=args.precision,
-        benchmark=args.device == "cuda",
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[timer],
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,
-    )
 
 
 def module(args) -> AlexNetModule:
@@ -168,12 +149,12 @@ def main() -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     timer = StepTimes()
-    trainer(args, steps, timer).fit(module(args), OneBatchOnDevice(batch, steps, **data))
+    timed_trainer(args.device, steps, timer, args.precision).fit(module(args), OneBatchOnDevice(batch, steps, **data))
     device_side = rate(timer, args.batch_size, args.warmup)
 
     timer = StepTimes()
     datamodule = ImageNetDataModule(**data)
-    trainer(args, steps, timer).fit(module(args), datamodule)
+    timed_trainer(args.device, steps, timer, args.precision).fit(module(args), datamodule)
     end_to_end = rate(timer, args.batch_size, args.warmup)
 
     host_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB

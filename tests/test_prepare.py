@@ -109,26 +109,31 @@ def files_of(store):
     return {p.name: p.read_bytes() for p in sorted(store.iterdir())}
 
 
-def test_interrupted_preparation_resumes_to_an_identical_store(sample_root, sample_store, tmp_path, monkeypatch):
+def prepare_killed_after(chunks, monkeypatch, root, store, **kwargs):
+    """prepare() stopped as by a kill (KeyboardInterrupt) once `chunks` chunks are written."""
     real = prepare_module._process_chunk
     calls = {"n": 0}
 
-    def dies_after_three_chunks(task):
+    def dies_after_some_chunks(task):
         calls["n"] += 1
-        if calls["n"] > 3:
+        if calls["n"] > chunks:
             raise KeyboardInterrupt("killed")
         return real(task)
 
-    monkeypatch.setattr(prepare_module, "_process_chunk", dies_after_three_chunks)
+    with monkeypatch.context() as patch:
+        patch.setattr(prepare_module, "_process_chunk", dies_after_some_chunks)
+        with pytest.raises(KeyboardInterrupt):
+            prepare(root, store, workers=1, chunk_size=8, progress_bar=False, **kwargs)
+
+
+def test_interrupted_preparation_resumes_to_an_identical_store(sample_root, sample_store, tmp_path, monkeypatch):
     store = tmp_path / "store"
-    with pytest.raises(KeyboardInterrupt):
-        prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False)
+    prepare_killed_after(3, monkeypatch, sample_root, store)
     assert not (store / "manifest.json").exists(), "an interrupted store never claims to be complete"
     with pytest.raises(StoreError, match="no manifest.json"):
         Store.open(store)
     progress = json.loads((store / "progress.json").read_text())
     assert sum(len(done) for done in progress["done"].values()) == 3
-    monkeypatch.setattr(prepare_module, "_process_chunk", real)
     prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False)
     assert files_of(store) == files_of(sample_store)
 
@@ -243,21 +248,9 @@ def test_jpeg_store_holds_the_raw_stores_images_as_quality_90_jpegs(jpeg_store, 
 
 
 def test_interrupted_jpeg_preparation_resumes_to_an_identical_store(sample_root, jpeg_store, tmp_path, monkeypatch):
-    real = prepare_module._process_chunk
-    calls = {"n": 0}
-
-    def dies_after_two_chunks(task):
-        calls["n"] += 1
-        if calls["n"] > 2:
-            raise KeyboardInterrupt("killed")
-        return real(task)
-
-    monkeypatch.setattr(prepare_module, "_process_chunk", dies_after_two_chunks)
     store = tmp_path / "store"
-    with pytest.raises(KeyboardInterrupt):
-        prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False, store_format="jpeg")
+    prepare_killed_after(2, monkeypatch, sample_root, store, store_format="jpeg")
     assert not (store / "manifest.json").exists()
-    monkeypatch.setattr(prepare_module, "_process_chunk", real)
     prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False, store_format="jpeg")
     assert all_files_of(store) == all_files_of(jpeg_store)
 
