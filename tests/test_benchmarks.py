@@ -1,0 +1,54 @@
+"""The benchmarks run and print their tables (tiny sizes, CPU): gpu.sh depends on them on machines where
+nobody can debug them. What they measure is not asserted here: speed is never a unit test's business."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+
+
+def run_benchmark(name: str, *args: str, cwd: Path) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "benchmarks")}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / name), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_model_step_benchmark_prints_every_variant_and_precision(tmp_path):
+    out = run_benchmark("model_step.py", "--batch-size", "4", "--steps", "1", "--num-classes", "10", cwd=tmp_path)
+    assert out.count("| paper net, this LRN (grouped)") == 2  # fp32 and bf16
+    assert "fp32: grouped / naive split:" in out and "paper net bf16 / fp32:" in out
+
+
+@pytest.mark.slow
+def test_lightning_overhead_benchmark_prints_the_ratio(tmp_path):
+    out = run_benchmark("lightning_overhead.py", "--batch-size", "4", "--steps", "4", "--rounds", "1", cwd=tmp_path)
+    assert "Lightning / plain step time:" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store_format", ["raw", "jpeg"])
+def test_end_to_end_benchmark_names_its_bound_and_projects_90_epochs(tmp_path, store_format):
+    args = ["--images", "64", "--batch-size", "8", "--steps", "2", "--warmup", "1", "--workers", "1"]
+    out = run_benchmark("end_to_end.py", *args, "--store-format", store_format, cwd=tmp_path)
+    assert f"store={store_format}" in out and "| end to end (Trainer.fit on the datamodule) |" in out
+    assert "bound by the" in out and "90 epochs of ILSVRC-2012" in out and "peak host memory" in out
+
+
+@pytest.mark.slow
+def test_loader_benchmark_compares_against_torchvision_and_reports_sizes(sample_root, tmp_path):
+    args = ["--root", str(sample_root), "--store", str(tmp_path / "store"), "--limit", "16", "--rounds", "1"]
+    out = run_benchmark("loader.py", *args, "--batch-size", "8", cwd=tmp_path)
+    assert "(b) / (a) =" in out and "| (c) JPEG store" in out and "bytes per image: raw 196,608" in out
