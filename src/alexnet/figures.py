@@ -19,12 +19,13 @@ from alexnet.results import read_results
 class TrainedRun:
     directory: Path
     results: dict
-    module: AlexNetModule  # in eval mode, on the CPU
+    module: AlexNetModule  # in eval mode, on the GPU when there is one
     store: Store
 
 
-def load_run(run_dir: str | Path) -> TrainedRun:
-    """A finished run: results.json, the checkpoint it evaluated, and the store it was trained on."""
+def load_run(run_dir: str | Path, device: str | None = None) -> TrainedRun:
+    """A finished run: results.json, the checkpoint it evaluated, and the store it was trained on; the
+    network on `device` (default: the GPU when there is one, for fc7 features of many images)."""
     directory = Path(run_dir)
     if not (directory / "results.json").is_file():
         raise FileNotFoundError(f"No results.json in {directory}: give the folder of a finished run (train.py).")
@@ -40,7 +41,8 @@ def load_run(run_dir: str | Path) -> TrainedRun:
     hparams["compile"] = False
     module = AlexNetModule(**hparams)
     module.load_state_dict(saved["state_dict"])
-    return TrainedRun(directory, results, module.eval(), Store.open(results["store_dir"]))
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return TrainedRun(directory, results, module.eval().to(device), Store.open(results["store_dir"]))
 
 
 def conv1_kernels(module: AlexNetModule) -> list[torch.Tensor]:
@@ -67,15 +69,16 @@ def kernel_grid(kernels: torch.Tensor, per_row: int = 8, pad: int = 1) -> np.nda
 def centre_crop_outputs(run: TrainedRun, split: str, slots: np.ndarray, batch_size: int = 64):
     """(fc7 activations (N, 4096), class probabilities (N, classes)) of the images at `slots` of `split`,
     each seen as in testing with one crop: the centre crop, mean image subtracted."""
-    mean = torch.from_numpy(np.ascontiguousarray(run.store.mean))
+    device = run.module.device
+    mean = torch.from_numpy(np.ascontiguousarray(run.store.mean)).to(device)
     crop = run.module.hparams["model"].get("input_size", 227)
     net = run.module.net
     features, probs = [], []
     for start in range(0, len(slots), batch_size):
-        batch = torch.from_numpy(run.store.read(split, slots[start : start + batch_size]))
+        batch = torch.from_numpy(run.store.read(split, slots[start : start + batch_size])).to(device)
         h = net.features(eval_batch(batch, mean, crop, ten_crop=False))
-        features.append(h)
-        probs.append(net.fc8(h).softmax(dim=1))
+        features.append(h.cpu())
+        probs.append(net.fc8(h).softmax(dim=1).cpu())
     return torch.cat(features), torch.cat(probs)
 
 
