@@ -69,12 +69,17 @@ def main() -> None:
     parser.add_argument("--num-classes", type=int, default=1000)
     parser.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16 (autocast)")
     parser.add_argument("--compile", action="store_true", help="add the paper net under torch.compile")
+    parser.add_argument(
+        "--compile-only", action="store_true", help="with --compile: only the eager and compiled paper net"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cpu":
         keep_freed_memory()  # as train.py does on the CPU
     torch.manual_seed(0)
     models = variants(args.num_classes, device)
+    if args.compile and args.compile_only:
+        models = {PAPER: models[PAPER]}
     if args.compile:
         models[COMPILED] = torch.compile(AlexNet(num_classes=args.num_classes))
     # Weights channels_last on a GPU, as the gpu trainer's runtime.channels_last does (the CPU trainer leaves them).
@@ -110,13 +115,15 @@ def main() -> None:
     for (name, precision), r in rate.items():
         print(f"| {name:52} | {precision:9} | {r:8.1f} | {r / base:7.2f}x |")
     for precision in args.precision.split(","):
+        if args.compile:
+            print(f"{precision}: compiled / eager paper net: {rate[COMPILED, precision] / rate[PAPER, precision]:.2f}x")
+        if args.compile_only:
+            continue
         no_lrn = 1 / rate["paper net, no LRN", precision]
         for name in (PAPER, "paper net, torch LRN"):
             share = (1 / rate[name, precision] - no_lrn) / (1 / rate[name, precision])
             print(f"{precision}: LRN share of the step, {name.split(', ')[1]}: {100 * share:.1f}%")
         print(f"{precision}: grouped / naive split: {rate[PAPER, precision] / rate[SPLIT, precision]:.2f}x")
-        if args.compile:
-            print(f"{precision}: compiled / eager paper net: {rate[COMPILED, precision] / rate[PAPER, precision]:.2f}x")
     if {"fp32", "bf16"} <= set(args.precision.split(",")):
         print(f"paper net bf16 / fp32: {rate[PAPER, 'bf16'] / rate[PAPER, 'fp32']:.2f}x")
 
