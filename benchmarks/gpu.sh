@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU benchmarks in one go, each under its own time limit (5 minutes in all at the very most): the
-# training step (variants, fp32 vs bf16; then eager vs torch.compile), Lightning's cost per step, and end to
-# end with the real loader on a prepared store (raw, and JPEG decoded by nvJPEG; bf16, the gpu trainer's
-# default). Prints the tables for BENCHMARKS.md.
+# training step (variants, fp32 vs bf16; each convolution whole vs in halves; eager vs torch.compile),
+# Lightning's cost per step, and end to end with the real loader on a prepared store (raw, and JPEG decoded
+# by nvJPEG; bf16, the gpu trainer's default). Prints the tables for BENCHMARKS.md.
 #
 #   bash benchmarks/gpu.sh                       # needs torch, torchvision, lightning, torchmetrics, pillow,
 #   WORKERS=12 PYTHON=.venv/bin/python bash benchmarks/gpu.sh     rich, numpy; not hydra or wandb
@@ -33,11 +33,13 @@ echo "cpus: $(nproc), loader workers: $WORKERS, shared memory: $(df -h /dev/shm 
 
 step 60 "Training step: variants, fp32 and bf16 (model_step.py)" \
   $PY benchmarks/model_step.py --device cuda --steps 30
-step 90 "Training step: eager vs torch.compile, fp32 and bf16 (model_step.py --compile)" \
+step 20 "Each convolution whole (grouped placement) vs in two halves (split placement) (conv_halves.py)" \
+  $PY benchmarks/conv_halves.py --device cuda --steps 20
+step 75 "Training step: eager vs torch.compile, fp32 and bf16 (model_step.py --compile)" \
   $PY benchmarks/model_step.py --device cuda --steps 30 --compile --compile-only
 step 30 "This LightningModule under a Trainer vs a plain PyTorch loop (lightning_overhead.py)" \
   $PY benchmarks/lightning_overhead.py --device cuda --batch-size 128 --steps 60 --rounds 2
-step 75 "End to end, raw store, bf16-mixed (the gpu trainer's default)" \
+step 70 "End to end, raw store, bf16-mixed (the gpu trainer's default)" \
   $PY benchmarks/end_to_end.py --device cuda --precision bf16-mixed --workers "$WORKERS" --steps 200 --images 25600
 step 45 "End to end, JPEG store decoded on the GPU (nvJPEG), bf16-mixed" \
   $PY benchmarks/end_to_end.py --device cuda --precision bf16-mixed --store-format jpeg --workers "$WORKERS" \

@@ -33,6 +33,13 @@ def test_model_step_benchmark_prints_every_variant_and_precision(tmp_path):
 
 
 @pytest.mark.slow
+def test_conv_halves_benchmark_prints_every_convolution(tmp_path):
+    out = run_benchmark("conv_halves.py", "--batch-size", "2", "--steps", "1", cwd=tmp_path)
+    for layer in ("conv1", "conv2", "conv3", "conv4", "conv5"):
+        assert f"| {layer} |" in out
+
+
+@pytest.mark.slow
 def test_lightning_overhead_benchmark_prints_the_ratio(tmp_path):
     out = run_benchmark("lightning_overhead.py", "--batch-size", "4", "--steps", "4", "--rounds", "1", cwd=tmp_path)
     assert "Lightning / plain step time:" in out
