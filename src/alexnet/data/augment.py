@@ -53,6 +53,8 @@ def _crops(
         # index tensors by about 5x; on an accelerator one gather beats a hundred small kernels.
         out = torch.empty((images.shape[0], crop, crop, 3), dtype=torch.float32)
         flips = flip.tolist() if flip is not None else [False] * images.shape[0]
+        # Each image's RGB offset as a whole row of pixels: adding a row is 10x faster than broadcasting RGB.
+        rows = lighting.repeat(1, crop) if lighting is not None else None
         for b, (top, left) in enumerate(offsets.T.tolist()):
             window = images[b, top : top + crop, left : left + crop]
             reference = mean[top : top + crop, left : left + crop] if mean is not None else None
@@ -63,8 +65,8 @@ def _crops(
                 out[b].copy_(window)
             else:
                 torch.sub(window, reference, out=out[b])
-            if lighting is not None:  # while the image is in cache; a whole row at a time, 10x faster than RGB
-                out[b].view(crop, crop * 3).add_(lighting[b].repeat(crop))
+            if rows is not None:  # while the image is in cache
+                out[b].view(crop, crop * 3).add_(rows[b])
         return out
     rows, cols = _window_indices(offsets[0], crop, None), _window_indices(offsets[1], crop, flip)
     out = _gather(images, rows, cols).float()
