@@ -102,7 +102,7 @@ class JpegReader:
         fd = self._files.get(chunk)
         if fd is None:
             fd = self._files[chunk] = os.open(jpeg_chunk_path(self.store_dir, self.split, chunk), os.O_RDONLY)
-        return os.pread(fd, int(size), int(offset))
+        return os.pread(fd, size, offset)
 
 
 class StoreError(RuntimeError):
