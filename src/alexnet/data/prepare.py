@@ -117,7 +117,7 @@ def _process_chunk(task: tuple) -> tuple[str, int, int, list[dict]]:
 
 
 def _read_train(store_dir: Path, settings: dict, slots: np.ndarray) -> np.ndarray:
-    """Training images at `slots` (consecutive, readable) of a store being finished: no manifest yet."""
+    """Training images at `slots` (readable ones) of a store being finished: there is no manifest yet."""
     if settings.get("format") != "jpeg":
         return np.load(images_path(store_dir, "train"), mmap_mode="r")[slots]
     if len(slots) == 0:
