@@ -31,6 +31,13 @@ def devkit_files(id_to_wnid: dict[int, str], truth: list[int]) -> dict[str, byte
     }
 
 
+def write_devkit(root, files: dict[str, bytes]) -> None:
+    """The devkit extracted under root, as ILSVRC2012_devkit_t12/."""
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+
+
 # A hand-worked example: IDs are not in sorted-WNID order (as in the real meta.mat, where ID 1 is n02119789).
 ID_TO_WNID = {1: "n03000003", 2: "n01000001", 3: "n02000002"}
 TRUTH = [1, 3, 2, 1, 2]  # ground truth of val images 1..5, in file-name order
@@ -70,9 +77,7 @@ def test_flat_val_is_labelled_through_the_devkit(tmp_path, packed):
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
     else:
-        for name, data in files.items():
-            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / name).write_bytes(data)
+        write_devkit(tmp_path, files)
     layout = discover(tmp_path)
     assert layout.form == "flat val with devkit"
     assert [label for _, label in layout.val] == EXPECTED_VAL
@@ -103,9 +108,7 @@ def test_label_count_mismatch_is_an_error(tmp_path):
     make_train(tmp_path)
     for n in range(1, 4):  # 3 images, 5 labels
         jpeg(tmp_path / "val" / f"ILSVRC2012_val_{n:08d}.JPEG")
-    for name, data in devkit_files(ID_TO_WNID, TRUTH).items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_bytes(data)
+    write_devkit(tmp_path, devkit_files(ID_TO_WNID, TRUTH))
     with pytest.raises(LayoutError, match="3 images but the devkit's ground truth has 5 labels"):
         discover(tmp_path)
 
@@ -114,9 +117,7 @@ def test_devkit_for_other_classes_is_an_error(tmp_path):
     make_train(tmp_path)
     (tmp_path / "val").mkdir()
     other = {1: "n03000003", 2: "n01000001", 3: "n09999999"}
-    for name, data in devkit_files(other, TRUTH).items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_bytes(data)
+    write_devkit(tmp_path, devkit_files(other, TRUTH))
     with pytest.raises(LayoutError, match="differ"):
         discover(tmp_path)
 
