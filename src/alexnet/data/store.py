@@ -87,7 +87,9 @@ class JpegReader:
 
     def __init__(self, store_dir: Path, split: str) -> None:
         self.store_dir, self.split = Path(store_dir), split
-        self.index = np.load(jpeg_index_path(self.store_dir, split))
+        # Memory-mapped: a reader costs nothing to make (one per statistics chunk, per read() call), and
+        # only the rows read are paged in.
+        self.index = np.load(jpeg_index_path(self.store_dir, split), mmap_mode="r")
         self._files: dict[int, int] = {}
 
     def __getstate__(self) -> dict:
