@@ -16,7 +16,7 @@ from torch import nn
 from alexnet.config import plain
 from alexnet.data.datamodule import ImageNetDataModule
 from alexnet.metrics import TopKError
-from alexnet.module import MONITOR, AlexNetModule
+from alexnet.module import MONITOR, AlexNetModule, module_from_checkpoint
 from alexnet.results import write_results
 
 
@@ -60,11 +60,7 @@ def evaluate_checkpoints(cfg: DictConfig) -> dict:
     if missing:
         raise FileNotFoundError(f"ckpt_path: no checkpoint at {missing}")
     checkpoints = [torch.load(p, map_location="cpu", weights_only=False) for p in paths]  # each read once
-    members = []
-    for checkpoint in checkpoints:
-        member = AlexNetModule(**checkpoint["hyper_parameters"])
-        member.load_state_dict(checkpoint["state_dict"])
-        members.append(member)
+    members = [module_from_checkpoint(checkpoint) for checkpoint in checkpoints]
     module = members[0] if len(members) == 1 else Ensemble(members)
     datamodule = ImageNetDataModule(**plain(cfg.data), seed=cfg.seed)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])

@@ -11,7 +11,7 @@ import torch
 
 from alexnet.data.augment import eval_batch
 from alexnet.data.store import Store
-from alexnet.module import AlexNetModule
+from alexnet.module import AlexNetModule, module_from_checkpoint
 from alexnet.results import read_results
 
 
@@ -35,12 +35,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> TrainedRun:
         raise FileNotFoundError(f"The run {directory} has no checkpoint at {checkpoint}.")
     if "store_dir" not in results:
         raise KeyError(f"{directory / 'results.json'} does not say which store the run used (store_dir).")
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    hparams = dict(saved["hyper_parameters"])
-    hparams["model"] = {**hparams["model"], "placement": "grouped", "devices": None}  # any run, one device
-    hparams["compile"] = False
-    module = AlexNetModule(**hparams)
-    module.load_state_dict(saved["state_dict"])
+    module = module_from_checkpoint(torch.load(checkpoint, map_location="cpu", weights_only=False), one_device=True)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return TrainedRun(directory, results, module.eval().to(device), Store.open(results["store_dir"]))
 

@@ -17,6 +17,7 @@ state_dict: a split model presents and accepts its weights in the grouped layout
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -181,6 +182,19 @@ class AlexNet(nn.Module):
         self.reset_parameters(init)
         self.place()
 
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> AlexNet:
+        """The trained network of a train.py checkpoint as a plain module, grouped on one device whatever the
+        run's placement, compilation or precision, in eval mode:
+
+            net = AlexNet.from_checkpoint("logs/smoke/baseline/checkpoints/last.ckpt")
+            probs = net(images).softmax(dim=1)      # images: (B, 3, 227, 227), mean image subtracted
+        """
+        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+        net = cls(**{**checkpoint["hyper_parameters"]["model"], "placement": "grouped", "devices": None})
+        net.load_state_dict(network_state(checkpoint["state_dict"]))
+        return net.to(map_location).eval()
+
     def place(self) -> AlexNet:
         """Put each column on its own device (split placement): after anything moved the whole module."""
         if self.placement == "split":
@@ -223,6 +237,13 @@ class AlexNet(nn.Module):
                 for c, (column, device) in enumerate(zip(self.column, self.devices, strict=True))
             ]
         return _gather(h, self.devices[0])
+
+
+def network_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The network's weights from a training checkpoint's state_dict: the keys under "net.", prefix removed.
+    Older checkpoints of this project also hold each weight under "step_net." (or "step_net._orig_mod." when
+    compiled), a second name for the same tensor: left out."""
+    return {key.removeprefix("net."): value for key, value in state_dict.items() if key.startswith("net.")}
 
 
 def _gather(h: torch.Tensor | list[torch.Tensor], device: torch.device) -> torch.Tensor:

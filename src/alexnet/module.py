@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from alexnet.metrics import TopKError
-from alexnet.model import AlexNet
+from alexnet.model import AlexNet, network_state
 from alexnet.optim import build_optimizer
 
 MONITOR = "val/top1_err"  # drives the learning-rate schedule and the best checkpoint
@@ -23,7 +23,10 @@ class AlexNetModule(L.LightningModule):
         self.net = AlexNet(**model)
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
-        self.step_net = torch.compile(self.net) if compile else self.net
+        if compile:
+            # In place, so that the state_dict keeps one name per weight ("net.conv1...") compiled or not;
+            # `torch.compile(self.net)` assigned to an attribute would register every weight a second time.
+            self.net.compile()
         classes = self.net.fc8.out_features
         self.train_top1, self.train_top5 = TopKError(classes, 1), TopKError(classes, 5)
         self.val_top1, self.val_top5 = TopKError(classes, 1), TopKError(classes, 5)
@@ -31,18 +34,23 @@ class AlexNetModule(L.LightningModule):
         self.plateau: ReduceLROnPlateau | None = None
         self._plateau_state: dict | None = None
 
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """fc8's outputs in fp32: under bf16/fp16 autocast the softmax, its average over crops, the loss and the
+        metrics then all see fp32, whatever the network computed in."""
+        return self.net(images).float()
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities. (B, 3, c, c) -> softmax; (B, n, 3, c, c) -> softmax averaged over the n crops
         (Section 4.1: "averaging the predictions made by the network's softmax layer on the ten patches")."""
         if images.ndim == 4:
-            return self.step_net(images).softmax(dim=1)
+            return self.logits(images).softmax(dim=1)
         batch, crops = images.shape[:2]
-        probs = self.step_net(images.flatten(0, 1)).softmax(dim=1)
+        probs = self.logits(images.flatten(0, 1)).softmax(dim=1)
         return probs.view(batch, crops, -1).mean(dim=1)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
-        logits = self.step_net(images)
+        logits = self.logits(images)
         loss = F.cross_entropy(logits, labels)
         if not torch.isfinite(loss):  # the progress bar reads the loss every step anyway: no extra sync
             raise FloatingPointError(
@@ -97,3 +105,22 @@ class AlexNetModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._plateau_state = checkpoint.get("lr_plateau")
+        checkpoint["state_dict"] = prefixed(network_state(checkpoint["state_dict"]))
+
+
+def prefixed(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The network's weights under this module's keys ("net.conv1...")."""
+    return {f"net.{key}": value for key, value in weights.items()}
+
+
+def module_from_checkpoint(checkpoint: dict, one_device: bool = False) -> AlexNetModule:
+    """The trained module of a checkpoint (a dict from torch.load), built from the checkpoint's own
+    hyperparameters. one_device: grouped placement and no compilation, whatever the run used, as evaluation
+    on one device and the figures want it."""
+    hparams = dict(checkpoint["hyper_parameters"])
+    if one_device:
+        hparams["model"] = {**hparams["model"], "placement": "grouped", "devices": None}
+        hparams["compile"] = False
+    module = AlexNetModule(**hparams)
+    module.load_state_dict(prefixed(network_state(checkpoint["state_dict"])))
+    return module
