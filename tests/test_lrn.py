@@ -85,3 +85,29 @@ def test_channels_last_input_gives_the_same_result():
     a = torch.randn(2, 12, 5, 5) * 30
     lrn = LocalResponseNorm(5, 1e-4, 0.75, 2.0, "paper", groups=2)
     torch.testing.assert_close(lrn(a.contiguous(memory_format=torch.channels_last)), lrn(a))
+
+
+def conv1_activations_under_bf16_autocast() -> torch.Tensor:
+    """ReLU(conv1) of mean-subtracted images, as the bf16-mixed trainer computes them: bf16, values up to ~50,
+    where the window sum moves the result (k + alpha * sum a^2 is about 3 where k is 2)."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 96, 11, 4)
+    torch.nn.init.normal_(conv.weight, 0.0, 0.01)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return torch.relu(conv(torch.randn(2, 3, 227, 227) * 60))
+
+
+def test_under_bf16_autocast_lrn_is_the_fp32_result_rounded_to_bf16():
+    """cuDNN and cuda-convnet accumulate LRN in fp32; computed in bf16 the error is about 5x that of rounding."""
+    a = conv1_activations_under_bf16_autocast().detach().requires_grad_()
+    assert a.dtype == torch.bfloat16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = LocalResponseNorm()(a)
+    assert out.dtype == torch.bfloat16  # what autocast's next layer expects
+    exact = lrn_by_the_formula(a.detach().double(), 5, 1e-4, 0.75, 2.0)
+    relative = (out.detach().double() - exact).abs() / exact.abs().clamp_min(1e-3)
+    assert relative.max() <= 2**-8  # bf16's rounding: 8 significant bits
+    bf16_throughout = LocalResponseNorm()._normalise(a.detach())
+    assert ((bf16_throughout.double() - exact).abs() / exact.abs().clamp_min(1e-3)).max() > 2 * 2**-8
+    out.float().sum().backward()
+    assert a.grad.dtype == torch.bfloat16 and torch.isfinite(a.grad).all()
