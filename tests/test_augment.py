@@ -113,17 +113,28 @@ def test_the_same_seed_gives_the_same_batch_and_another_seed_does_not():
     assert not torch.allclose(a, c)
 
 
-def test_cpu_slices_and_the_accelerator_gather_give_the_same_crops():
+@pytest.mark.parametrize("with_mean, with_lighting", [(True, True), (False, False), (True, False)])
+def test_the_cpu_branch_and_the_accelerator_branch_give_identical_batches(with_mean, with_lighting):
+    """The same random draws through the per-image slices (CPU) and the one gather (GPU): the same bits."""
     from alexnet.data import augment
 
     x = images(16, 24, seed=7)
-    mean = torch.rand(24, 24, 3) * 255
-    offsets = torch.randint(0, 6, (2, 16), generator=torch.Generator().manual_seed(0))
-    flip = torch.arange(16) % 3 == 0
-    lighting = torch.randn(16, 3) * 10
-    sliced = augment._crops(x, mean, offsets, flip, 19, lighting)
-    rows = augment._window_indices(offsets[0], 19, None)
-    cols = augment._window_indices(offsets[1], 19, flip)
-    gathered = augment._gather(x, rows, cols).float() - augment._gather(mean.expand(16, -1, -1, -1), rows, cols)
-    torch.testing.assert_close(sliced, gathered + lighting[:, None, None, :])
-    torch.testing.assert_close(augment._crops(x, None, offsets, flip, 19, None), augment._gather(x, rows, cols).float())
+    mean = torch.rand(24, 24, 3) * 255 if with_mean else None
+    draws = torch.Generator().manual_seed(0)
+    offsets = torch.randint(0, 6, (2, 16), generator=draws)
+    flip = torch.rand(16, generator=draws) < 0.5
+    lighting = pca_lighting_offsets(16, EIGVAL, EIGVEC, 0.1, draws) if with_lighting else None
+    assert 0 < int(flip.sum()) < 16 and len(set(offsets[1].tolist())) > 1
+    sliced = augment._sliced_crops(x, mean, offsets, flip, 19, lighting)
+    gathered = augment._gathered_crops(x, mean, offsets, flip, 19, lighting)
+    assert torch.equal(sliced, gathered)
+    # Crops and flips as the slices show them: image 0's window, mirrored iff drawn so.
+    top, left = offsets[:, 0].tolist()
+    window = x[0, top : top + 19, left : left + 19].float()
+    expected = window.flip(1) if flip[0] else window
+    if mean is not None:
+        reference = mean[top : top + 19, left : left + 19]
+        expected = expected - (reference.flip(1) if flip[0] else reference)
+    if lighting is not None:
+        expected = expected + lighting[0]
+    torch.testing.assert_close(gathered[0], expected)
