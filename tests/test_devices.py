@@ -20,7 +20,7 @@ from alexnet.data.store import Store
 from alexnet.evaluation import evaluate_checkpoints
 from alexnet.figures import load_run
 from alexnet.model import AlexNet
-from alexnet.module import AlexNetModule
+from alexnet.module import AlexNetModule, module_from_checkpoint
 from alexnet.training import train
 from fast_run import FAST
 
@@ -88,6 +88,19 @@ def test_a_compiled_module_computes_what_the_plain_one_does_and_saves_the_same_k
     assert not any(".orig_mod" in key or "_orig_mod" in key for key in compiled.state_dict())
     compiled.load_state_dict(plain.state_dict())
     assert compiled.net._compiled_call_impl is not None  # compiled in place: the module's own call is compiled
+
+
+def test_an_older_checkpoint_with_each_weight_under_two_names_still_loads(tmp_path):
+    module = AlexNetModule({"num_classes": 6, "input_size": 163}, {"rule": "paper", "lr": 0.01})
+    state = module.state_dict()
+    second_names = {key.replace("net.", "step_net._orig_mod.", 1): value for key, value in state.items()}
+    path = tmp_path / "old.ckpt"
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": {**state, **second_names}}, path)
+    net = AlexNet.from_checkpoint(path)
+    loaded = module_from_checkpoint(torch.load(path, weights_only=False))
+    for key, value in state.items():
+        assert torch.equal(net.state_dict()[key.removeprefix("net.")], value)
+        assert torch.equal(loaded.state_dict()[key], value)
 
 
 @pytest.mark.parametrize("device", ["cpu", ON_CUDA])
