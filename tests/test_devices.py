@@ -90,6 +90,19 @@ def test_a_compiled_module_computes_what_the_plain_one_does_and_saves_the_same_k
     assert compiled.net._compiled_call_impl is not None  # compiled in place: the module's own call is compiled
 
 
+def test_under_bf16_autocast_the_network_runs_in_bf16_and_the_probabilities_are_fp32():
+    torch.manual_seed(0)
+    module = AlexNetModule({"num_classes": 6, "input_size": 163, "init": "caffe"}, {"rule": "paper", "lr": 0.01}).eval()
+    crops = torch.randn(2, 10, 3, 163, 163) * 50
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = module.net(crops.flatten(0, 1))
+        probs = module(crops)
+    assert logits.dtype == torch.bfloat16 and probs.dtype == torch.float32
+    expected = logits.float().softmax(dim=1).view(2, 10, 6).mean(dim=1)  # softmax and average in fp32
+    torch.testing.assert_close(probs, expected, rtol=0, atol=0)
+    torch.testing.assert_close(probs.sum(dim=1), torch.ones(2), rtol=0, atol=1e-6)
+
+
 def test_an_older_checkpoint_with_each_weight_under_two_names_still_loads(tmp_path):
     module = AlexNetModule({"num_classes": 6, "input_size": 163}, {"rule": "paper", "lr": 0.01})
     state = module.state_dict()
