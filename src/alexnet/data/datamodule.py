@@ -161,6 +161,10 @@ class ImageNetDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available() and self.store.format == "raw",  # JPEGs go to the decoder
             persistent_workers=self.num_workers > 0,
             prefetch_factor=4 if self.num_workers > 0 else None,
+            # Its own generator for the workers' seeds (nothing random happens in a worker): drawn from the
+            # global one, they would shift the dropout and augmentation draws of a resumed run, whose first
+            # loader is made before alexnet.callbacks.ResumeState restores the global generators.
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:
