@@ -49,15 +49,46 @@ def test_training_reads_a_jpeg_store_decoding_each_batch_where_it_trains(compose
     assert results["steps"] == 35 // 8 and 0.0 <= results["top1_err_10crop"] <= 1.0
 
 
-def test_resume_from_last_equals_an_uninterrupted_run(compose, tmp_path):
+class FirstStep(L.Callback):
+    """The global step and epoch of each fit's first training batch: where training really started."""
+
+    def __init__(self):
+        self.starts, self._new_fit = [], False
+
+    def on_train_start(self, trainer, pl_module):
+        self._new_fit = True
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self._new_fit:
+            self.starts.append((trainer.global_step, trainer.current_epoch))
+            self._new_fit = False
+
+
+def add_callback(monkeypatch, callback: L.Callback) -> None:
+    """Gives every trainer that train() builds `callback` beside the configured ones."""
+    real_instantiate = training.instantiate
+
+    def with_callback(config, **kwargs):
+        if "callbacks" in kwargs and kwargs.get("logger") is not None:
+            kwargs["callbacks"] = [*kwargs["callbacks"], callback]
+        return real_instantiate(config, **kwargs)
+
+    monkeypatch.setattr(training, "instantiate", with_callback)
+
+
+def test_resume_from_last_starts_at_the_checkpoint_and_equals_an_uninterrupted_run(compose, tmp_path, monkeypatch):
     """Without random augmentation or dropout the run is deterministic, so a run stopped after epoch 1 and
-    resumed must end with exactly the weights and momentum of one that never stopped."""
+    resumed must end with exactly the weights and momentum of one that never stopped. Training from scratch
+    would end there too: the resumed fit must also start at the checkpoint's step."""
+    first_step = FirstStep()
+    add_callback(monkeypatch, first_step)
     fixed = [*FAST, "data.crops_flips=false", "data.pca_lighting=0", "model.dropout=0", "evaluate=false"]
     train(compose(*fixed, "trainer.max_epochs=2", run="straight"))
     train(compose(*fixed, "trainer.max_epochs=1", run="resumed"))
     first = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
     assert first["global_step"] == 4
     train(compose(*fixed, "trainer.max_epochs=2", "ckpt_path=last", run="resumed"))
+    assert first_step.starts == [(0, 0), (0, 0), (4, 1)]
     straight = read_checkpoint(tmp_path / "straight" / "checkpoints" / "last.ckpt")
     resumed = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
     assert resumed["global_step"] == straight["global_step"] == 8
@@ -96,14 +127,7 @@ def test_split_placement_trains_with_each_column_and_its_momentum_on_its_device(
     ]
     cfg = compose(*overrides, "trainer.max_epochs=1")
     recorder = OptimizerDevices()
-    real_instantiate = training.instantiate
-
-    def with_recorder(config, **kwargs):  # add the recorder to the trainer's callbacks
-        if "callbacks" in kwargs and kwargs.get("logger") is not None:
-            kwargs["callbacks"] = [*kwargs["callbacks"], recorder]
-        return real_instantiate(config, **kwargs)
-
-    monkeypatch.setattr(training, "instantiate", with_recorder)
+    add_callback(monkeypatch, recorder)
     train(cfg)
     assert isinstance(recorder.pairs, list) and len(recorder.pairs) == 2 * 14 + 2
     assert all(param == velocity for param, velocity in recorder.pairs)
@@ -183,13 +207,22 @@ def test_two_process_ddp_gives_the_same_validation_error_as_one_process(tmp_path
         assert one[key] == pytest.approx(distributed[key], abs=1e-6), key
 
 
-def test_a_non_finite_loss_stops_training_naming_the_step_and_keeps_good_checkpoints(compose, tmp_path):
-    # tanh with an absurd learning rate trains through epoch 0 and blows up in epoch 1.
-    cfg = compose(*FAST, "trainer.max_epochs=3", "evaluate=false", "model.activation=tanh", "optim.lr=1e9")
-    with pytest.raises(FloatingPointError, match=r"Non-finite training loss .* at step \d+ \(epoch 1\)"):
+def test_a_non_finite_loss_stops_training_naming_the_step_and_keeps_good_checkpoints(compose, tmp_path, monkeypatch):
+    # An infinite loss (not a NaN: both must stop training) injected at step 5, the second step of epoch 1.
+    real_cross_entropy, steps = torch.nn.functional.cross_entropy, []
+
+    def infinite_at_step_5(logits, labels, *args, **kwargs):
+        steps.append(len(steps))
+        loss = real_cross_entropy(logits, labels, *args, **kwargs)
+        return loss + float("inf") if steps[-1] == 5 else loss
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", infinite_at_step_5)
+    cfg = compose(*FAST, "trainer.max_epochs=3", "evaluate=false")
+    with pytest.raises(FloatingPointError, match=r"Non-finite training loss \(inf\) at step 5 \(epoch 1\)"):
         train(cfg)
+    assert steps == [0, 1, 2, 3, 4, 5], "training stopped at the step that went wrong"
     last = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
-    assert last["global_step"] == 4, "the newest checkpoint is the end of epoch 0, from before the blow-up"
+    assert last["global_step"] == 4, "the newest checkpoint is the end of epoch 0, from before the bad step"
     for checkpoint in (tmp_path / "run" / "checkpoints").glob("*.ckpt"):
         weights = read_checkpoint(checkpoint)["state_dict"]
         assert all(torch.isfinite(w).all() for w in weights.values()), checkpoint.name
