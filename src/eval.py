@@ -8,10 +8,12 @@ import hydra
 from omegaconf import DictConfig
 
 import alexnet.config  # noqa: F401  (registers the schema)
+from alexnet.errors import user_errors_reported
 from alexnet.evaluation import evaluate_checkpoints
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@user_errors_reported
 def main(cfg: DictConfig) -> None:
     evaluate_checkpoints(cfg)
 

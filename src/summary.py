@@ -11,11 +11,13 @@ from omegaconf import DictConfig
 
 import alexnet.config  # noqa: F401  (registers the schema)
 from alexnet.config import plain
+from alexnet.errors import user_errors_reported
 from alexnet.model import AlexNet
 from alexnet.summary import format_table, layer_rows
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="summary")
+@user_errors_reported
 def main(cfg: DictConfig) -> None:
     model_cfg = plain(cfg.model)
     if model_cfg["placement"] == "grouped":

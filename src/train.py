@@ -10,10 +10,12 @@ import hydra
 from omegaconf import DictConfig
 
 import alexnet.config  # noqa: F401  (registers the schema)
+from alexnet.errors import user_errors_reported
 from alexnet.training import train
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@user_errors_reported
 def main(cfg: DictConfig) -> float:
     results = train(cfg)
     return results.get("top1_err", float("nan"))  # for sweepers that optimise

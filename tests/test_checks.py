@@ -1,0 +1,104 @@
+"""Every config value is checked before any work: out of range, it fails in seconds, naming the key and what
+is allowed, without touching data and without leaving a run folder behind."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from alexnet.checks import RANGES, check, problems
+from alexnet.errors import ConfigError
+
+ROOT = Path(__file__).parents[1]
+
+# One value outside each key's range, next to the nearest value inside it.
+OUTSIDE = {
+    "model.num_classes": (1, 2),
+    "model.dropout": (1.0, 0.0),
+    "model.columns": (3, 1),
+    "model.remove_conv": (2, 3),
+    "data.image_size": (0, 256),
+    "data.crop_size": (0, 227),
+    "data.pca_lighting": (-1.0, 0.0),
+    "data.val_crops": (5, 10),
+    "data.batch_size": (0, 1),
+    "data.eval_batch_size": (0, 1),
+    "data.num_workers": (-1, 0),
+    "data.prepare_workers": (0, 1),
+    "data.sample.classes": (1, 2),
+    "data.sample.train_per_class": (0, 1),
+    "data.sample.val_per_class": (0, 1),
+    "data.sample.scale": (0.0, 0.5),
+    "optim.lr": (-0.01, 1e-6),
+    "optim.momentum": (1.0, 0.0),
+    "optim.weight_decay": (-5e-4, 0.0),
+    "optim.lr_factor": (-1.0, 0.5),
+    "optim.patience": (-1, 0),
+    "optim.max_drops": (-1, 0),
+    "trainer.max_epochs": (0, 1),
+    "trainer.log_every_n_steps": (0, 1),
+}
+
+
+def test_every_ranged_key_has_a_case():
+    assert set(OUTSIDE) == {key for key, _, _ in RANGES}
+
+
+def test_the_shipped_experiments_pass(compose):
+    assert problems(compose()) == []
+    assert problems(compose("experiment=full")) == []
+
+
+@pytest.mark.parametrize("key", sorted(OUTSIDE))
+def test_a_value_outside_its_range_is_refused_naming_the_key_and_the_range(compose, key):
+    bad, good = OUTSIDE[key]
+    assert problems(compose(f"{key}={good}")) == []
+    found = problems(compose(f"{key}={bad}"))
+    assert any(problem.startswith(f"{key}={bad}: must be ") for problem in found), found
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.crop_size=300"], "data.crop_size=300: must be at most data.image_size=256"),
+        (["data.crop_size=227", "model.input_size=224"], "model.input_size=224: must equal data.crop_size=227"),
+        (["model.placement=split", "model.columns=1"], "model.placement=split needs model.columns=2"),
+        (["model.placement=split", "model.devices=[cpu]"], "two model.devices"),
+        (["data.crop_size=60"], "data.crop_size=60: too small for the network"),
+        (["ckpt_path=nowhere.ckpt"], "no checkpoint file at nowhere.ckpt"),
+        (["ckpt_paths=[a.ckpt]"], "no checkpoint file at a.ckpt"),
+    ],
+)
+def test_values_that_must_agree_are_refused_naming_both(compose, overrides, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("[", r"\[")):
+        check(compose(*overrides))
+
+
+def test_ckpt_path_last_is_allowed_before_the_run_has_a_checkpoint(compose):
+    assert problems(compose("ckpt_path=last")) == []
+
+
+@pytest.mark.parametrize(
+    "script",
+    ["train.py", pytest.param("eval.py", marks=pytest.mark.slow), pytest.param("prepare.py", marks=pytest.mark.slow)],
+)
+def test_the_entry_points_refuse_in_seconds_listing_every_bad_value_and_leave_nothing(tmp_path, script):
+    overrides = ["optim.lr=-0.01", "optim.lr_factor=-1", "data.pca_lighting=-1", "data.batch_size=0"]
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "src" / script), *overrides],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) <= 6 and "Traceback" not in done.stderr, done.stderr
+    for override in overrides:
+        key, _, value = override.partition("=")
+        assert any(line.strip().startswith(f"{key}={value}") for line in lines), (override, lines)
+    assert list(tmp_path.iterdir()) == [], "no run folder, no data"
