@@ -1,11 +1,16 @@
-"""Section 3.5 and Figure 2: the network's shapes, parameter counts, ablation flags and initialisation."""
+"""Section 3.5 and Figure 2: the network's shapes, parameter counts, ablation flags and initialisation.
+
+Shapes and counts are read from networks on the meta device (no memory, no time); what the layers compute is
+checked on small real networks (input 67, pool5 1x1), where the input size does not matter."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from alexnet.model import AlexNet
 
+SMALL = 67
 # PAPER.md, "Parameters (1000 classes), exact".
 PAPER_PARAMS = {
     "conv1": 34_944,
@@ -24,6 +29,12 @@ PAPER_OUTPUTS = {  # (channels, side) after each layer's pooling, Figure 2
     "conv4": (384, 13),
     "conv5": (256, 6),
 }
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+
+
+def meta(**kwargs) -> AlexNet:
+    with torch.device("meta"):
+        return AlexNet(**kwargs).eval()
 
 
 def conv_params(out_c, in_c, k):
@@ -41,47 +52,45 @@ def per_layer(model: nn.Module) -> dict[str, int]:
     return counts
 
 
+def run(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.device("meta"):  # the LRN makes its constant k on the default device
+        return layer(x)
+
+
 def outputs(model: AlexNet, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
     shapes = {}
     hooks = [
         getattr(model, name).register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(name, o.shape))
         for name in model.cross
     ]
-    model(x)
+    run(model, x)
     for h in hooks:
         h.remove()
     return shapes
 
 
+def image(side=227, batch=1):
+    return torch.zeros(batch, 3, side, side, device="meta")
+
+
 def test_the_paper_network_has_60_965_224_parameters_layer_by_layer():
-    model = AlexNet()
+    model = meta()
     assert per_layer(model) == PAPER_PARAMS
     assert sum(p.numel() for p in model.parameters()) == 60_965_224
 
 
 def test_the_paper_network_output_sizes():
-    model = AlexNet().eval()
-    shapes = outputs(model, torch.zeros(1, 3, 227, 227))
+    model = meta()
+    shapes = outputs(model, image())
     for name, (channels, side) in PAPER_OUTPUTS.items():
         assert shapes[name] == (1, channels, side, side), name
     assert shapes["fc6"] == shapes["fc7"] == (1, 4096)
-    assert model(torch.zeros(2, 3, 227, 227)).shape == (2, 1000)
-
-
-def test_conv1_before_pooling_is_55x55x96():
-    model = AlexNet()
-    assert model.conv1.conv(torch.zeros(1, 3, 227, 227)).shape == (1, 96, 55, 55)
-
-
-def test_columns_talk_only_at_conv3_and_the_fully_connected_layers():
-    model = AlexNet()
-    assert [model.cross[n] for n in ("conv1", "conv2", "conv3", "conv4", "conv5")] == [True, False, True, False, False]
-    assert model.conv2.conv.groups == model.conv4.conv.groups == model.conv5.conv.groups == 2
-    assert model.conv1.conv.groups == model.conv3.conv.groups == 1
+    assert run(model, image(batch=2)).shape == (2, 1000)
+    assert run(model.conv1.conv, image()).shape == (1, 96, 55, 55)  # conv1 before pooling
 
 
 def test_one_column_net_halves_conv1_to_conv4_and_keeps_conv5_and_fc_full_size():
-    model = AlexNet(columns=1)
+    model = meta(columns=1)
     expected = {
         "conv1": conv_params(48, 3, 11),
         "conv2": conv_params(128, 48, 5),
@@ -94,117 +103,165 @@ def test_one_column_net_halves_conv1_to_conv4_and_keeps_conv5_and_fc_full_size()
     }
     assert per_layer(model) == expected
     assert all(getattr(model, n).conv.groups == 1 for n in ("conv1", "conv2", "conv3", "conv4", "conv5"))
-    assert outputs(model.eval(), torch.zeros(1, 3, 227, 227))["conv5"] == (1, 256, 6, 6)
+    assert outputs(model, image())["conv5"] == (1, 256, 6, 6)
 
 
 def test_tanh_replaces_every_relu():
-    relu = AlexNet()
-    tanh = AlexNet(activation="tanh")
+    relu, tanh = meta(), meta(activation="tanh")
     assert sum(isinstance(m, nn.ReLU) for m in relu.modules()) == 7
     assert sum(isinstance(m, nn.Tanh) for m in tanh.modules()) == 7
     assert not any(isinstance(m, nn.ReLU) for m in tanh.modules())
     assert per_layer(relu) == per_layer(tanh)
 
 
+# What each model key may change, layer by layer, against the paper's network (PAPER.md's ablation table).
+FLAGS = {
+    "activation=tanh": ({"activation": "tanh"}, {"conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"}),
+    "lrn=false": ({"lrn": False}, {"conv1", "conv2"}),
+    "lrn_convention=code": ({"lrn_convention": "code"}, {"conv1", "conv2"}),
+    "overlap_pool=false": ({"overlap_pool": False}, {"conv1", "conv2", "conv5"}),
+    "dropout=0": ({"dropout": 0.0}, {"fc6", "fc7"}),
+    # conv5 keeps its 256 kernels but now sees one column of 192 maps instead of two of 192.
+    "columns=1": ({"columns": 1}, {"conv1", "conv2", "conv3", "conv4", "conv5"}),
+    "remove_conv=3": ({"remove_conv": 3}, {"conv3", "conv4"}),  # conv4 then sees conv2's 256 maps
+    "remove_conv=4": ({"remove_conv": 4}, {"conv4"}),  # conv5 sees conv3's 384 maps, as many as conv4's
+    "remove_conv=5": ({"remove_conv": 5}, {"conv5", "conv4", "fc6"}),  # conv4 pools, fc6 sees 384 maps
+    "num_classes=10": ({"num_classes": 10}, {"fc8"}),
+    "init=caffe": ({"init": "caffe"}, set()),
+}
+
+
+@pytest.mark.parametrize("flag", sorted(FLAGS))
+def test_each_model_key_changes_only_the_layers_it_names(flag):
+    kwargs, changed = FLAGS[flag]
+    baseline, varied = meta(), meta(**kwargs)
+    differs = {name for name in LAYERS if repr(getattr(baseline, name, None)) != repr(getattr(varied, name, None))}
+    assert differs == changed
+
+
+def relu_conv(stage, x):
+    return F.relu(stage.conv(x))
+
+
+def per_column(lrn: nn.Module, a: torch.Tensor, columns: int) -> torch.Tensor:
+    return torch.cat([lrn(part) for part in a.chunk(columns, dim=1)], dim=1)
+
+
+@pytest.mark.parametrize(
+    ("convention", "columns", "alpha"),
+    [("paper", 2, 5e-4), ("code", 2, 1e-4), ("paper", 1, 5e-4)],  # PAPER.md, "LRN exactly"
+)
+def test_layers_1_and_2_are_conv_relu_lrn_within_each_column_then_overlapping_max_pool(convention, columns, alpha):
+    torch.manual_seed(0)
+    model = AlexNet(input_size=SMALL, lrn_convention=convention, columns=columns).eval()
+    reference = nn.LocalResponseNorm(5, alpha, 0.75, 2.0)  # torch's alpha is divided by n = 5
+    x = torch.randn(2, 3, SMALL, SMALL) * 80  # large enough for the window sum to matter
+    with torch.no_grad():
+        for stage in (model.conv1, model.conv2):
+            expected = F.max_pool2d(per_column(reference, relu_conv(stage, x), columns), 3, 2)
+            torch.testing.assert_close(stage(x), expected)
+            assert not torch.allclose(stage(x), F.max_pool2d(relu_conv(stage, x) / 2**0.75, 3, 2), rtol=1e-3)
+            x = stage(x)
+
+
 def test_lrn_flag_removes_only_the_two_lrn_layers():
-    with_lrn, without = AlexNet(), AlexNet(lrn=False)
+    torch.manual_seed(0)
+    with_lrn, without = AlexNet(input_size=SMALL).eval(), AlexNet(input_size=SMALL, lrn=False).eval()
     lrn_layers = [n for n, m in with_lrn.named_modules() if type(m).__name__ == "LocalResponseNorm"]
     assert lrn_layers == ["conv1.lrn", "conv2.lrn"]
     assert not any(type(m).__name__ == "LocalResponseNorm" for m in without.modules())
-    assert per_layer(with_lrn) == per_layer(without)
     without.load_state_dict(with_lrn.state_dict())
-    x = torch.randn(1, 3, 227, 227) * 50
+    x = torch.randn(1, 3, SMALL, SMALL) * 80
     with torch.no_grad():
-        with_lrn.eval(), without.eval()
+        torch.testing.assert_close(without.conv1(x), F.max_pool2d(relu_conv(with_lrn.conv1, x), 3, 2))
         assert not torch.allclose(with_lrn.conv1(x), without.conv1(x))
-        # Everything before the LRN is the same.
-        torch.testing.assert_close(with_lrn.conv1.conv(x), without.conv1.conv(x))
-
-
-def test_lrn_normalises_within_each_column():
-    assert AlexNet().conv1.lrn.groups == AlexNet().conv2.lrn.groups == 2
-    assert AlexNet(columns=1).conv1.lrn.groups == 1
-
-
-def test_lrn_convention_changes_alpha_only():
-    paper, code = AlexNet(), AlexNet(lrn_convention="code")
-    assert paper.conv1.lrn.alpha_sum == pytest.approx(1e-4)
-    assert code.conv1.lrn.alpha_sum == pytest.approx(1e-4 / 5)
-    assert (paper.conv1.lrn.size, paper.conv1.lrn.beta, paper.conv1.lrn.k) == (5, 0.75, 2.0)
 
 
 def test_non_overlapping_pooling_is_2x2_stride_2_with_the_same_sizes():
-    model = AlexNet(overlap_pool=False).eval()
+    model = meta(overlap_pool=False)
     pools = [m for m in model.modules() if isinstance(m, nn.MaxPool2d)]
     assert [(p.kernel_size, p.stride) for p in pools] == [(2, 2)] * 3
-    assert [(p.kernel_size, p.stride) for p in AlexNet().modules() if isinstance(p, nn.MaxPool2d)] == [(3, 2)] * 3
-    shapes = outputs(model, torch.zeros(1, 3, 227, 227))
+    assert [(p.kernel_size, p.stride) for p in meta().modules() if isinstance(p, nn.MaxPool2d)] == [(3, 2)] * 3
+    shapes = outputs(model, image())
     assert {n: (s[1], s[2]) for n, s in shapes.items() if n.startswith("conv")} == PAPER_OUTPUTS
     assert sum(p.numel() for p in model.parameters()) == 60_965_224
 
 
-def test_dropout_is_on_fc6_and_fc7_only_and_zero_turns_it_off():
-    model = AlexNet()
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_dropout_zeroes_the_outputs_of_fc6_and_fc7_in_training_only(activation):
+    """Section 4.2: "setting to zero the output of each hidden neuron with probability 0.5", after the
+    nonlinearity of fc6 and fc7 (tanh tells "after" from "before"; ReLU would not)."""
+    torch.manual_seed(0)
+    model = AlexNet(input_size=SMALL, num_classes=10, activation=activation)
+    act = torch.tanh if activation == "tanh" else F.relu
+    x = torch.randn(4, 3, SMALL, SMALL) * 50
+    with torch.no_grad():
+        h = torch.flatten(model.conv5(model.conv4(model.conv3(model.conv2(model.conv1(x))))), 1)
+        torch.manual_seed(1)  # the masks, drawn in the order the network draws them: fc6's, then fc7's
+        keep6, keep7 = (F.dropout(torch.ones(4, 4096), 0.5, training=True) for _ in range(2))
+        h6 = act(model.fc6.fc(h))
+        h7 = act(model.fc7.fc(h6 * keep6))
+        torch.manual_seed(1)
+        torch.testing.assert_close(model.train()(x), model.fc8(h7 * keep7))
+        torch.testing.assert_close(model.eval()(x), model.fc8(act(model.fc7.fc(h6))))
     drops = {n: m.p for n, m in model.named_modules() if isinstance(m, nn.Dropout)}
     assert drops == {"fc6.dropout": 0.5, "fc7.dropout": 0.5}
-    assert not any(isinstance(m, nn.Dropout) for m in AlexNet(dropout=0.0).modules())
-    model.train()
-    x = torch.randn(2, 3, 227, 227)
-    torch.manual_seed(0)
-    a = model(x)
-    torch.manual_seed(1)
-    assert not torch.allclose(a, model(x)), "dropout is active in training"
-    model.eval()
-    torch.testing.assert_close(model(x), model(x))
+    assert not any(isinstance(m, nn.Dropout) for m in meta(dropout=0.0).modules())
 
 
 @pytest.mark.parametrize("removed", [3, 4, 5])
 def test_depth_ablation_removes_one_middle_conv_layer(removed):
-    model = AlexNet(remove_conv=removed).eval()
+    model = meta(remove_conv=removed)
     names = [n for n in model.cross if n.startswith("conv")]
     assert names == [f"conv{i}" for i in range(1, 6) if i != removed]
     assert not hasattr(model, f"conv{removed}")
-    assert model(torch.zeros(1, 3, 227, 227)).shape == (1, 1000)
-    full = per_layer(AlexNet())
+    assert run(model, image()).shape == (1, 1000)
     ablated = per_layer(model)
     assert f"conv{removed}" not in ablated
     # The layers before the removed one are untouched.
-    assert all(ablated[f"conv{i}"] == full[f"conv{i}"] for i in range(1, removed))
+    assert all(ablated[f"conv{i}"] == PAPER_PARAMS[f"conv{i}"] for i in range(1, removed))
 
 
 def test_num_classes_sets_fc8_only():
-    small, full = per_layer(AlexNet(num_classes=10)), per_layer(AlexNet())
+    small = per_layer(meta(num_classes=10))
     assert small["fc8"] == fc_params(10, 4096)
-    assert {k: v for k, v in small.items() if k != "fc8"} == {k: v for k, v in full.items() if k != "fc8"}
+    assert {k: v for k, v in small.items() if k != "fc8"} == {k: v for k, v in PAPER_PARAMS.items() if k != "fc8"}
 
 
 def test_crop_size_sets_fc6_inputs():
-    model = AlexNet(input_size=224 + 3)
-    assert model.fc6.fc.in_features == 9216
-    model = AlexNet(input_size=163)
+    assert meta(input_size=224 + 3).fc6.fc.in_features == 9216
+    model = meta(input_size=163)
     assert model.fc6.fc.in_features == 256 * 4 * 4
-    assert model.eval()(torch.zeros(1, 3, 163, 163)).shape == (1, 1000)
+    assert run(model, image(163)).shape == (1, 1000)
 
 
-def test_paper_initialisation_statistics():
+def weight_and_bias(model, name):
+    layer = getattr(model, name)
+    return layer if isinstance(layer, nn.Linear) else getattr(layer, "conv", None) or layer.fc
+
+
+@pytest.mark.parametrize(
+    ("init", "std", "bias"),
+    [
+        # Section 5: N(0, 0.01) everywhere; biases 1 in conv2, conv4, conv5, fc6, fc7, and 0 in the others.
+        ("paper", dict.fromkeys(LAYERS, 0.01), {"conv2": 1.0, "conv4": 1.0, "conv5": 1.0, "fc6": 1.0, "fc7": 1.0}),
+        # bvlc_alexnet: std 0.005 in fc6 and fc7 only, bias 0.1 where the paper has 1.
+        (
+            "caffe",
+            {**dict.fromkeys(LAYERS, 0.01), "fc6": 0.005, "fc7": 0.005},
+            {"conv2": 0.1, "conv4": 0.1, "conv5": 0.1, "fc6": 0.1, "fc7": 0.1},
+        ),
+    ],
+)
+def test_initialisation_of_every_layer(init, std, bias):
     torch.manual_seed(0)
-    model = AlexNet()
-    for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"):
-        layer = getattr(model, name)
-        layer = layer if isinstance(layer, nn.Linear) else getattr(layer, "conv", None) or layer.fc
+    model = AlexNet(input_size=SMALL, init=init)
+    for name in LAYERS:
+        layer = weight_and_bias(model, name)
         w = layer.weight
-        assert abs(w.mean().item()) < 1e-3, name
-        assert w.std().item() == pytest.approx(0.01, rel=0.02 if w.numel() > 100_000 else 0.05), name
-        expected_bias = 1.0 if name in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0
-        assert torch.all(layer.bias == expected_bias), name
-
-
-def test_caffe_initialisation_uses_bias_0_1_and_std_0_005_in_fc6_fc7():
-    torch.manual_seed(0)
-    model = AlexNet(init="caffe")
-    assert model.fc6.fc.weight.std().item() == pytest.approx(0.005, rel=0.01)
-    assert model.conv1.conv.weight.std().item() == pytest.approx(0.01, rel=0.05)
-    assert torch.all(model.conv2.conv.bias == 0.1) and torch.all(model.conv3.conv.bias == 0)
+        assert abs(w.mean().item()) < 3 * std[name] / w.numel() ** 0.5, name
+        assert w.std().item() == pytest.approx(std[name], rel=5 / w.numel() ** 0.5), name
+        assert torch.all(layer.bias == bias.get(name, 0.0)), name
 
 
 @pytest.mark.parametrize(
@@ -223,4 +280,4 @@ def test_caffe_initialisation_uses_bias_0_1_and_std_0_005_in_fc6_fc7():
 )
 def test_bad_arguments_name_the_config_key(kwargs, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
-        AlexNet(**kwargs)
+        meta(**kwargs)
