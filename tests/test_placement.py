@@ -1,12 +1,15 @@
-"""Section 3.2: the two columns on two devices ("split") compute what the grouped layers compute."""
+"""Section 3.2: the columns talk only where the paper says, and on two devices ("split") they compute what the
+grouped layers compute. Small networks (input 67, pool5 1x1): the input size does not matter here."""
 
 import torch
 
 from alexnet.model import AlexNet
 
+SMALL = 67
+
 
 def test_split_and_grouped_share_one_state_dict():
-    grouped, split = AlexNet(), AlexNet(placement="split")
+    grouped, split = AlexNet(input_size=SMALL), AlexNet(input_size=SMALL, placement="split")
     g_sd, s_sd = grouped.state_dict(), split.state_dict()
     assert list(g_sd) == list(s_sd)
     assert all(g_sd[k].shape == s_sd[k].shape for k in g_sd)
@@ -14,7 +17,7 @@ def test_split_and_grouped_share_one_state_dict():
     for key, value in split.state_dict().items():
         torch.testing.assert_close(value, g_sd[key], rtol=0, atol=0)
     # ... and back.
-    other = AlexNet()
+    other = AlexNet(input_size=SMALL)
     other.load_state_dict(split.state_dict())
     for key, value in other.state_dict().items():
         torch.testing.assert_close(value, g_sd[key], rtol=0, atol=0)
@@ -22,7 +25,7 @@ def test_split_and_grouped_share_one_state_dict():
 
 def test_split_places_each_column_on_its_own_device():
     # Both devices are the CPU here (the GPU case runs in benchmarks/gpu.sh); every parameter is asserted.
-    split = AlexNet(placement="split", devices=["cpu", "cpu"])
+    split = AlexNet(input_size=SMALL, placement="split", devices=["cpu", "cpu"])
     assert split.devices == [torch.device("cpu")] * 2
     for c in (0, 1):
         assert len(list(split.column[c].parameters())) == 14
@@ -34,10 +37,10 @@ def test_split_places_each_column_on_its_own_device():
 def test_split_and_grouped_give_the_same_outputs_and_gradients():
     # float64, so that near-ties in max-pooling cannot route a gradient differently.
     torch.manual_seed(0)
-    grouped = AlexNet(num_classes=20, dropout=0.0).double()
-    split = AlexNet(num_classes=20, dropout=0.0, placement="split", devices=["cpu", "cpu"]).double()
+    grouped = AlexNet(num_classes=20, dropout=0.0, input_size=SMALL).double()
+    split = AlexNet(num_classes=20, dropout=0.0, input_size=SMALL, placement="split", devices=["cpu", "cpu"]).double()
     split.load_state_dict(grouped.state_dict())
-    x = torch.randn(3, 3, 227, 227, dtype=torch.float64) * 50
+    x = torch.randn(3, 3, SMALL, SMALL, dtype=torch.float64) * 50
     target = torch.tensor([1, 5, 19])
     losses = []
     for model in (grouped, split):
@@ -55,11 +58,22 @@ def test_split_and_grouped_give_the_same_outputs_and_gradients():
         torch.testing.assert_close(merged, grad, rtol=1e-9, atol=1e-12, msg=name)
 
 
-def test_split_one_column_input_never_reaches_the_other_at_conv2():
-    """Zeroing column 1's conv1 output cannot change column 0's conv2 output: conv2 is column-local."""
+def test_columns_exchange_activations_only_at_conv3_fc6_and_fc7():
+    """Changing column 1's half of a layer's input changes column 0's half of its output only where the
+    columns talk (conv3, fc6, fc7); conv2, conv4 and conv5 see their own column only."""
     torch.manual_seed(0)
-    split = AlexNet(placement="split").eval()
-    x = torch.randn(1, 3, 227, 227) * 50
-    h0, h1 = split.column[0]["conv1"](x), split.column[1]["conv1"](x)
-    torch.testing.assert_close(split.column[0]["conv2"](h0), split.column[0]["conv2"](h0 + 0 * h1))
-    assert split.column[0]["conv3"].conv.in_channels == 256  # conv3 sees both columns
+    model = AlexNet(input_size=SMALL, dropout=0.0).double().eval()
+    h = model.conv1(torch.randn(2, 3, SMALL, SMALL, dtype=torch.float64) * 50)  # conv1 sees the whole image
+    talks = {}
+    with torch.no_grad():
+        for name in ("conv2", "conv3", "conv4", "conv5", "fc6", "fc7"):
+            if name == "fc6":
+                h = torch.flatten(h, 1)  # column 0's channels first
+            perturbed = h.clone()
+            perturbed[:, h.shape[1] // 2 :] += 10 * torch.rand_like(perturbed[:, h.shape[1] // 2 :])
+            out, out_perturbed = getattr(model, name)(h), getattr(model, name)(perturbed)
+            half = out.shape[1] // 2
+            assert not torch.equal(out[:, half:], out_perturbed[:, half:]), f"{name}: column 1 sees its own input"
+            talks[name] = not torch.equal(out[:, :half], out_perturbed[:, :half])
+            h = out
+    assert talks == {"conv2": False, "conv3": True, "conv4": False, "conv5": False, "fc6": True, "fc7": True}
