@@ -1,5 +1,9 @@
 """Writes that a kill cannot leave half done: the store's files, results.json, checkpoints."""
 
+import contextlib
+import os
+import stat
+
 import pytest
 import torch
 
@@ -32,3 +36,35 @@ def test_checkpoint_save_interrupted_keeps_the_previous_checkpoint(tmp_path, mon
     monkeypatch.undo()
     assert io.load_checkpoint(path)["global_step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+@contextlib.contextmanager
+def umask(mask):
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def test_files_get_the_mode_the_umask_gives_new_files_so_a_teammate_can_read_them(tmp_path):
+    with umask(0o022):
+        atomic_write_json(tmp_path / "results.json", {})
+        AtomicCheckpointIO().save_checkpoint({"w": torch.ones(1)}, tmp_path / "last.ckpt")
+    with umask(0o027):  # a deliberately private setting is kept too
+        atomic_write_json(tmp_path / "private.json", {})
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {"results.json": 0o644, "last.ckpt": 0o644, "private.json": 0o640}
+
+
+@pytest.mark.parametrize("store_format", ["raw", "jpeg"])
+def test_a_store_prepared_under_umask_022_is_readable_by_everyone(tmp_path, store_format):
+    from alexnet.data.prepare import prepare
+    from test_prepare import tiny_sample
+
+    root = tiny_sample(tmp_path / "sample")
+    with umask(0o022):
+        prepare(root, tmp_path / "store", image_size=32, workers=1, progress_bar=False, store_format=store_format)
+    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "store").rglob("*")}
+    expected = {name: 0o755 if (tmp_path / name).is_dir() else 0o644 for name in modes}
+    assert modes == expected and len(modes) >= 8

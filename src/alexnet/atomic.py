@@ -14,18 +14,35 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
+def umask() -> int:
+    """The process's umask, read without changing it (os.umask can only set it, which races with other threads)."""
+    with contextlib.suppress(OSError, StopIteration), open("/proc/self/status") as status:
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)  # no /proc (not Linux): set and restore
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path):
-    """Yields a binary file beside `path`; when the block succeeds it is synced and renamed over `path`."""
+    """Yields a binary file beside `path`; when the block succeeds it is synced and renamed over `path`.
+    The file gets the mode any new file gets (0644 under the usual umask 022), not mkstemp's private 0600, so
+    a teammate can read a store, checkpoint or results.json that someone else wrote."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        if error.filename is None:  # a failed write or fsync (a full disk) names no file: name the one written
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -54,8 +71,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         f.write(data)
 
 
+def json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
 def atomic_write_json(path: str | Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(path, json_bytes(obj))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
