@@ -1,6 +1,7 @@
 """Section 2 and PAPER.md's label trap: finding ILSVRC in its usual forms and labelling it in sorted-WNID order."""
 
 import io
+import os
 import tarfile
 
 import numpy as np
@@ -192,3 +193,84 @@ def test_a_train_archive_without_class_archives_is_refused(sample_root, tmp_path
         tar.add(sample_root / "val" / "ILSVRC2012_val_00000001.JPEG", arcname="ILSVRC2012_val_00000001.JPEG")
     with pytest.raises(LayoutError, match=r"ILSVRC2012_img_train.tar holds no per-class archives"):
         discover(root)
+
+
+def test_what_is_not_read_is_listed_with_the_reason(tmp_path):
+    make_train(tmp_path)
+    for wnid in sorted(ID_TO_WNID.values())[:2]:
+        jpeg(tmp_path / "val" / wnid / "v0.JPEG")
+    (tmp_path / "val" / "n03000003").mkdir()  # an empty validation class folder: reported
+    first = tmp_path / "train" / "n01000001"
+    (first / "notes.txt").write_text("not an image")
+    (first / "loop.JPEG").symlink_to(first / "loop.JPEG")
+    (first / "gone.JPEG").symlink_to(tmp_path / "nowhere.JPEG")
+    (first / "extra").mkdir()
+    jpeg(tmp_path / "train" / "stray.JPEG")
+    layout = discover(tmp_path)
+    assert [label for _, label in layout.train] == [0, 0, 1, 2, 2, 2], "only the real images, in the usual classes"
+    assert layout.wnids == sorted(ID_TO_WNID.values())
+    reasons = {odd["path"]: odd["reason"] for odd in layout.oddities}
+    assert reasons == {
+        "train/n01000001/extra": "a folder inside a class folder: not read",
+        "train/n01000001/gone.JPEG": "a broken symlink (No such file or directory)",
+        "train/n01000001/loop.JPEG": "a symlink loop",
+        "train/n01000001/notes.txt": "not an image (only .jpeg/.jpg/.png files are read)",
+        "train/stray.JPEG": "an image directly in train/, outside the class folders: not read",
+        "val/n03000003": "an empty class folder: no validation images of this class",
+    }
+
+
+@pytest.mark.parametrize("content", [None, "notes.txt"])
+def test_an_empty_training_class_folder_is_refused_naming_it(tmp_path, content):
+    make_train(tmp_path)
+    (tmp_path / "val").mkdir()
+    empty = tmp_path / "train" / "n01500000"
+    empty.mkdir()
+    if content:  # a folder of files that are not images is as empty
+        (empty / content).write_text("x")
+    with pytest.raises(LayoutError, match=r"1 training class folder\(s\) hold no image: \['.*train/n01500000'\]"):
+        discover(tmp_path)
+
+
+def test_an_empty_class_archive_is_refused_and_stray_members_are_listed(sample_root, tmp_path):
+    root = official_archives(sample_root, tmp_path / "archives")
+    with tarfile.open(root / "ILSVRC2012_img_train.tar", "a") as outer:
+        empty = io.BytesIO()
+        tarfile.open(fileobj=empty, mode="w").close()
+        info = tarfile.TarInfo("n09999999.tar")
+        info.size = empty.tell()
+        empty.seek(0)
+        outer.addfile(info, empty)
+    with pytest.raises(LayoutError, match=r"ILSVRC2012_img_train.tar/n09999999.tar"):
+        discover(root)
+    root = official_archives(sample_root, tmp_path / "stray")
+    with tarfile.open(root / "ILSVRC2012_img_val.tar", "a") as tar:
+        info = tarfile.TarInfo("README.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    layout = discover(root)
+    assert layout.oddities == [
+        {"path": "ILSVRC2012_img_val.tar/README.txt", "reason": "not an image in the archive: not read"}
+    ]
+    assert len(layout.val) == 18
+
+
+def test_the_fingerprint_tells_datasets_apart_without_reading_images(sample_root, tmp_path):
+    from alexnet.data.layout import source_fingerprint
+
+    archives = official_archives(sample_root, tmp_path / "archives")
+    assert source_fingerprint(sample_root) == source_fingerprint(sample_root)
+    assert source_fingerprint(sample_root)["fingerprint"] != source_fingerprint(archives)["fingerprint"]
+    before = source_fingerprint(archives)
+    with open(archives / "ILSVRC2012_img_val.tar", "ab") as f:  # a different val archive of the same name
+        f.write(b"\0" * 512)
+    assert source_fingerprint(archives)["fingerprint"] != before["fingerprint"]
+    make_train(tmp_path / "folders")
+    before = source_fingerprint(tmp_path / "folders")
+    jpeg(tmp_path / "folders" / "train" / "n02000002" / "added.JPEG")  # one more image in one class
+    # The folder's time moves on; set here, since the kernel's clock may not have ticked since make_train.
+    os.utime(tmp_path / "folders" / "train" / "n02000002", ns=(0, 1))
+    assert source_fingerprint(tmp_path / "folders")["fingerprint"] != before["fingerprint"]
+    before = source_fingerprint(tmp_path / "folders")
+    jpeg(tmp_path / "folders" / "train" / "n04000004" / "x.JPEG")  # a new class
+    assert source_fingerprint(tmp_path / "folders")["fingerprint"] != before["fingerprint"]

@@ -11,11 +11,18 @@ found once by reading the tar headers.
 
 Class indices are positions in the sorted list of WNIDs (torchvision's order), never ILSVRC2012_IDs:
 ID 1 is n02119789 (kit fox), class 278 in sorted order.
+
+Whatever is not read (a file that is not an image, a symlink loop or a broken link, a folder where images are
+expected, an empty validation class folder) is listed with the reason in `Layout.oddities`; an empty training
+class folder is refused, since it would be a class without images that shifts the index of every class after it.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import io
+import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,18 +61,54 @@ class Layout:
     val: list[tuple[str, int]]
     form: str  # which accepted layout was found
     members: dict[str, Member] = field(default_factory=dict)  # the items that live inside an archive
+    oddities: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"} of what is not read
 
     @property
     def num_classes(self) -> int:
         return len(self.wnids)
 
 
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def _odd(oddities: list[dict[str, str]], root: Path, path: Path | str, reason: str) -> None:
+    oddities.append({"path": str(Path(path).relative_to(root)) if isinstance(path, Path) else path, "reason": reason})
 
 
-def _class_folders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir())
+def _scan(folder: Path, root: Path, oddities: list[dict[str, str]]) -> tuple[list[Path], list[Path]]:
+    """(image files, folders) in `folder`, each sorted; anything else goes to `oddities` with the reason."""
+    images, folders = [], []
+    with os.scandir(folder) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            path = Path(entry.path)
+            if entry.is_symlink():
+                try:
+                    os.stat(path)
+                except OSError as error:
+                    loop = error.errno == errno.ELOOP
+                    _odd(oddities, root, path, "a symlink loop" if loop else f"a broken symlink ({error.strerror})")
+                    continue
+            if entry.is_dir():
+                folders.append(path)
+            elif not entry.is_file():
+                _odd(oddities, root, path, "neither a file nor a folder")
+            elif path.suffix.lower() in IMAGE_SUFFIXES:
+                images.append(path)
+            else:
+                _odd(oddities, root, path, f"not an image (only {'/'.join(sorted(IMAGE_SUFFIXES))} files are read)")
+    return images, folders
+
+
+def _class_folders(folder: Path, root: Path, oddities: list[dict[str, str]]) -> dict[str, list[Path]]:
+    """{class folder name: its images} of train/ or val/; files beside the class folders and folders inside
+    them are listed as oddities."""
+    loose, folders = _scan(folder, root, oddities)
+    for path in loose:
+        _odd(oddities, root, path, f"an image directly in {folder.name}/, outside the class folders: not read")
+    classes = {}
+    for class_folder in folders:
+        images, nested = _scan(class_folder, root, oddities)
+        for path in nested:
+            _odd(oddities, root, path, "a folder inside a class folder: not read")
+        classes[class_folder.name] = images
+    return classes
 
 
 def open_item(root: Path, path: str, member: Member | None):
@@ -81,31 +124,39 @@ def _is_image(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
-def _train_archive(path: Path) -> dict[str, list[tuple[str, Member]]]:
+def _members(tar: tarfile.TarFile, prefix: str, offset: int, archive: str, oddities: list) -> list[tuple[str, Member]]:
+    """[(item path, member), ...] of the images in `tar` (which starts `offset` bytes into `archive`), sorted;
+    other members are listed as oddities."""
+    items = []
+    for m in tar:
+        if m.isfile() and _is_image(m.name):
+            items.append((f"{prefix}/{m.name}", Member(archive, offset + m.offset_data, m.size)))
+        elif not m.isdir():
+            kind = "not an image" if m.isfile() else "not a regular file"
+            _odd(oddities, Path(), f"{prefix}/{m.name}", f"{kind} in the archive: not read")
+    return sorted(items)
+
+
+def _train_archive(path: Path, oddities: list) -> dict[str, list[tuple[str, Member]]]:
     """{wnid: [(item path, member), ...]} from ILSVRC2012_img_train.tar, which holds one uncompressed tar per
     class: only the headers are read, the JPEGs' places are computed from their offsets."""
     classes: dict[str, list[tuple[str, Member]]] = {}
     with tarfile.open(path, "r:") as outer:
         for inner in outer:
             if not (inner.isfile() and inner.name.endswith(".tar")):
+                if not inner.isdir():
+                    _odd(oddities, Path(), f"{path.name}/{inner.name}", "not a per-class <wnid>.tar: not read")
                 continue
             with tarfile.open(fileobj=outer.extractfile(inner), mode="r:") as tar:
-                classes[Path(inner.name).stem] = sorted(
-                    (f"{path.name}/{inner.name}/{m.name}", Member(path.name, inner.offset_data + m.offset_data, m.size))
-                    for m in tar
-                    if m.isfile() and _is_image(m.name)
-                )
+                prefix = f"{path.name}/{inner.name}"
+                classes[Path(inner.name).stem] = _members(tar, prefix, inner.offset_data, path.name, oddities)
     return classes
 
 
-def _flat_archive(path: Path) -> list[tuple[str, Member]]:
+def _flat_archive(path: Path, oddities: list) -> list[tuple[str, Member]]:
     """[(item path, member), ...] of ILSVRC2012_img_val.tar, sorted by file name as the devkit's labels are."""
     with tarfile.open(path, "r:") as tar:
-        return sorted(
-            (f"{path.name}/{m.name}", Member(path.name, m.offset_data, m.size))
-            for m in tar
-            if m.isfile() and _is_image(m.name)
-        )
+        return _members(tar, path.name, 0, path.name, oddities)
 
 
 def read_devkit(root: Path) -> tuple[list[int], dict[int, tuple[str, str]]] | None:
@@ -143,18 +194,28 @@ def discover(root: str | Path) -> Layout:
         found = sorted(p.name for p in root.iterdir())[:20]
         raise LayoutError(f"Layout of data.root={root} not recognised: found {found}. Accepted: {ACCEPTED}.")
     members: dict[str, Member] = {}
+    oddities: list[dict[str, str]] = []
     if train_dir.is_dir():
-        per_class = {d.name: [str(p.relative_to(root)) for p in _images(d)] for d in _class_folders(train_dir)}
+        folders = _class_folders(train_dir, root, oddities)
+        per_class = {wnid: [str(p.relative_to(root)) for p in images] for wnid, images in folders.items()}
         if not per_class:
             raise LayoutError(f"{train_dir} has no class folders (train/<wnid>/*.JPEG). Accepted: {ACCEPTED}.")
         train_form = ""
     else:
-        indexed = _train_archive(train_tar)
+        indexed = _train_archive(train_tar, oddities)
         if not indexed:
             raise LayoutError(f"{train_tar} holds no per-class archives (<wnid>.tar): is it the official file?")
         per_class = {wnid: [path for path, _ in items] for wnid, items in indexed.items()}
         members.update(item for items in indexed.values() for item in items)
         train_form = "train archive, "
+    empty = [wnid for wnid, items in per_class.items() if not items]
+    if empty:
+        where = [str(train_dir / w) if train_dir.is_dir() else f"{train_tar}/{w}.tar" for w in empty[:5]]
+        raise LayoutError(
+            f"{len(empty)} training class folder(s) hold no image: {where}. A class without training images "
+            "cannot be learned and would shift the index of every class after it: remove the empty folder (or "
+            "class archive), or put its images back."
+        )
     wnids = sorted(per_class)
     index = {wnid: i for i, wnid in enumerate(wnids)}
     train = [(path, index[wnid]) for wnid in wnids for path in per_class[wnid]]
@@ -170,12 +231,17 @@ def discover(root: str | Path) -> Layout:
                 f"classes, and they differ (e.g. {sorted(set(leaves) ^ set(wnids))[:3]}). Use the devkit that "
                 "belongs to this training set."
             )
-    val_class_dirs = _class_folders(val_dir) if val_dir.is_dir() else []
-    if val_class_dirs:
-        unknown = [d.name for d in val_class_dirs if d.name not in index]
+    val_oddities: list[dict[str, str]] = []
+    val_classes = _class_folders(val_dir, root, val_oddities) if val_dir.is_dir() else {}
+    if val_classes:
+        unknown = [name for name in val_classes if name not in index]
         if unknown:
             raise LayoutError(f"{val_dir} has class folders that the training set lacks: {unknown[:5]}")
-        val = [(str(p.relative_to(root)), index[d.name]) for d in val_class_dirs for p in _images(d)]
+        val = [(str(p.relative_to(root)), index[name]) for name, images in val_classes.items() for p in images]
+        for name, images in val_classes.items():
+            if not images:
+                _odd(val_oddities, root, val_dir / name, "an empty class folder: no validation images of this class")
+        oddities.extend(val_oddities)
         val_form = "class folders"
     else:
         val_source = val_dir if val_dir.is_dir() else val_tar
@@ -185,10 +251,13 @@ def discover(root: str | Path) -> Layout:
                 f"{DEVKIT_NAME}.tar.gz in {root}, or sort val/ into class folders. Accepted: {ACCEPTED}."
             )
         if val_dir.is_dir():
-            files = [str(p.relative_to(root)) for p in _images(val_dir)]
+            images, folders = _scan(val_dir, root, oddities)
+            for folder in folders:
+                _odd(oddities, root, folder, "a folder in the flat val/: not read")
+            files = [str(p.relative_to(root)) for p in images]
             val_form = "flat val with devkit"
         else:
-            found = _flat_archive(val_tar)
+            found = _flat_archive(val_tar, oddities)
             members.update(found)
             files = [path for path, _ in found]
             val_form = "val archive with devkit"
@@ -201,4 +270,24 @@ def discover(root: str | Path) -> Layout:
         val = [(path, index[leaves[i][0]]) for path, i in zip(files, ids, strict=True)]
     if not train or not val:
         raise LayoutError(f"No images found under {root} (train: {len(train)}, val: {len(val)}).")
-    return Layout(root, wnids, class_names, train, val, train_form + val_form, members)
+    return Layout(root, wnids, class_names, train, val, train_form + val_form, members, oddities)
+
+
+def source_fingerprint(root: str | Path) -> dict:
+    """What discover() reads under root, told apart cheaply, without reading an image: names, sizes and
+    modification times of the archives and devkit files, and of the train/ and val/ folders with each of their
+    sub-folders (a folder's time changes when a file in it is added, removed or renamed). One stat per class
+    folder, so a complete store can be compared with data.root every time it is opened."""
+    root = Path(root)
+    paths = [root / name for name in (TRAIN_ARCHIVE, VAL_ARCHIVE, f"{DEVKIT_NAME}.tar.gz")]
+    paths += [root / DEVKIT_NAME / GROUND_TRUTH, root / DEVKIT_NAME / META]
+    for split in ("train", "val"):
+        if (root / split).is_dir():
+            paths += [root / split, *sorted(p for p in (root / split).iterdir() if p.is_dir())]
+    listing = []
+    for path in paths:
+        if path.exists():
+            stat = path.stat()
+            size = "dir" if path.is_dir() else stat.st_size  # a folder's size depends on the file system
+            listing.append(f"{path.relative_to(root)}\t{size}\t{stat.st_mtime_ns}\n")
+    return {"fingerprint": hashlib.sha256("".join(listing).encode()).hexdigest()[:16], "entries": len(listing)}
