@@ -2,9 +2,12 @@
 
     python src/prepare.py experiment=full data.root=/datasets/ilsvrc2012 data.store_dir=/fast/imagenet_store
     python src/prepare.py                      # the sample dataset
+    python src/prepare.py data.store_dir=/fast/imagenet_store verify=true     # check every byte; exit 1 if any differ
 
 Safe to rerun: a complete store is left alone, an interrupted one is finished.
 """
+
+import sys
 
 import hydra
 from omegaconf import DictConfig
@@ -12,17 +15,24 @@ from omegaconf import DictConfig
 import alexnet.config  # noqa: F401  (registers the schema)
 from alexnet.config import plain
 from alexnet.data.datamodule import ImageNetDataModule
+from alexnet.data.prepare import describe, verify
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="tool")
 def main(cfg: DictConfig) -> None:
     datamodule = ImageNetDataModule(**plain(cfg.data))
+    if cfg.verify:
+        problems = verify(datamodule.store_dir)
+        for problem in problems:
+            print(f"DAMAGED {problem}")
+        print(f"{datamodule.store_dir}: {len(problems) or 'nothing'} differing from the checksums taken when prepared")
+        if problems:
+            print("Delete the store and prepare it again (or restore it from a copy).")
+            sys.exit(1)
+        return
     datamodule.prepare_data()
     datamodule.setup()
-    splits = datamodule.store.manifest["splits"]
-    print(f"store: {datamodule.store_dir}")
-    for split, info in splits.items():
-        print(f"  {split}: {info['images']} images, {len(info['skipped'])} skipped")
+    print(describe(datamodule.store_dir, datamodule.store.manifest))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,13 @@
 """Section 2's preprocessing into the store: messy files, statistics, resuming, refusing the wrong store."""
 
+import errno
 import json
 import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +15,11 @@ import torchvision.transforms as T
 from PIL import Image
 
 from alexnet.data import prepare as prepare_module
-from alexnet.data.prepare import UnreadableImageError, load_image, prepare
+from alexnet.data.prepare import UnreadableImageError, describe, load_image, prepare, verify
+from alexnet.data.sample import SampleSpec, make_sample
 from alexnet.data.store import Store, StoreError
+
+ROOT = Path(__file__).parents[1]
 
 
 def noise_image(size, seed=0):
@@ -164,14 +173,45 @@ def test_jobs_preparing_one_store_at_once_wait_for_each_other(sample_root, sampl
     assert files_of(tmp_path / "store") == files_of(sample_store)
 
 
-def test_full_disk_is_a_clear_error_and_no_complete_store(sample_root, tmp_path, monkeypatch):
+def test_full_disk_is_a_clear_error_and_no_complete_store(sample_root, sample_store, tmp_path, monkeypatch):
     def no_space(fd, offset, length):
         raise OSError(28, os.strerror(28))
 
-    monkeypatch.setattr(os, "posix_fallocate", no_space)
-    with pytest.raises(StoreError, match=r"Not enough disk space.*data\.store_dir"):
-        prepare(sample_root, tmp_path / "store", workers=1, progress_bar=False)
-    assert not (tmp_path / "store" / "manifest.json").exists()
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "posix_fallocate", no_space)
+        with pytest.raises(StoreError, match=r"Not enough disk space for .*train_images\.npy: about [\d,]+ MB more"):
+            prepare(sample_root, tmp_path / "store", workers=1, progress_bar=False)
+    assert list((tmp_path / "store").iterdir()) == [], "nothing half-made is left to trip the rerun"
+    prepare(sample_root, tmp_path / "store", workers=1, chunk_size=8, progress_bar=False)
+    assert files_of(tmp_path / "store") == files_of(sample_store)
+
+
+def disk_full_at(monkeypatch, name: str, after: int = 0) -> None:
+    """fsync fails with ENOSPC (as on a disk that filled while the data sat in the page cache) for the
+    (after+1)-th file whose name contains `name`."""
+    real, seen = os.fsync, {"n": 0}
+
+    def fsync(fd):
+        if name in os.readlink(f"/proc/self/fd/{fd}"):
+            seen["n"] += 1
+            if seen["n"] > after:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_a_disk_that_fills_mid_preparation_names_the_file_and_the_space_then_resumes_identically(
+    sample_root, sample_store, tmp_path, monkeypatch
+):
+    store = tmp_path / "store"
+    with monkeypatch.context() as patch:
+        disk_full_at(patch, "progress.json", after=3)  # the raw images are reserved up front: the small files fill it
+        with pytest.raises(StoreError, match=r"Not enough disk space for .*progress\.json: about [\d,]+ MB more"):
+            prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False)
+    assert not (store / "manifest.json").exists()
+    prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False)
+    assert files_of(store) == files_of(sample_store)
 
 
 def test_store_images_are_rgb_uint8_of_the_right_class(sample_store):
@@ -255,9 +295,142 @@ def test_interrupted_jpeg_preparation_resumes_to_an_identical_store(sample_root,
     assert all_files_of(store) == all_files_of(jpeg_store)
 
 
+def test_a_disk_that_fills_while_writing_jpeg_chunks_names_the_chunk_then_resumes_identically(
+    sample_root, jpeg_store, tmp_path, monkeypatch
+):
+    store = tmp_path / "store"
+    with monkeypatch.context() as patch:
+        disk_full_at(patch, ".000002.bin.")  # the third chunk file of train
+        with pytest.raises(StoreError, match=r"Not enough disk space for .*train_jpeg/000002\.bin: about [\d,]+ MB"):
+            prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False, store_format="jpeg")
+    assert json.loads((store / "progress.json").read_text())["done"]["train"] == [0, 1]
+    assert not list(store.rglob(".*.tmp")), "no temporary is left behind"
+    prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False, store_format="jpeg")
+    assert all_files_of(store) == all_files_of(jpeg_store)
+
+
 def test_a_store_of_the_other_format_is_refused(sample_root, sample_store, jpeg_store):
     with pytest.raises(StoreError, match="other settings"):
         prepare(sample_root, sample_store, progress_bar=False, store_format="jpeg")
     with pytest.raises(StoreError, match="other settings"):
         prepare(sample_root, jpeg_store, progress_bar=False, store_format="raw")
     assert prepare(sample_root, jpeg_store, chunk_size=64, store_format="jpeg")["settings"]["format"] == "jpeg"
+
+
+def flip_bit(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def copy_of(tmp_path):
+    def copy(store):
+        shutil.copytree(store, tmp_path / "copy")
+        return tmp_path / "copy"
+
+    return copy
+
+
+def test_verify_names_the_image_and_the_labels_file_whose_bytes_changed(sample_store, copy_of):
+    store = copy_of(sample_store)
+    assert verify(store, progress_bar=False) == []
+    header = np.load(store / "train_images.npy", mmap_mode="r").offset
+    flip_bit(store / "train_images.npy", header + 17 * 256 * 256 * 3 + 1000)  # a pixel of slot 17
+    flip_bit(store / "val_labels.npy", len((store / "val_labels.npy").read_bytes()) - 2)  # the last label
+    problems = verify(store, progress_bar=False)
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("train_images.npy (slots 17-17, bytes ")
+    assert problems[1].startswith("val_labels.npy: the bytes differ")
+
+
+def test_verify_names_the_jpeg_chunk_that_changed(jpeg_store, copy_of):
+    store = copy_of(jpeg_store)
+    chunk = store / "train_jpeg" / "000001.bin"
+    flip_bit(chunk, len(chunk.read_bytes()) // 2)
+    assert verify(store, progress_bar=False) == [
+        "train_jpeg/000001.bin (slots 8-15): the bytes differ from those prepared (checksum mismatch)"
+    ]
+
+
+def test_opening_a_store_with_a_file_of_the_wrong_size_or_missing_is_refused(jpeg_store, copy_of):
+    store = copy_of(jpeg_store)
+    Store.open(store)
+    labels = store / "val_labels.npy"
+    labels.write_bytes(labels.read_bytes()[:-2])
+    (store / "train_jpeg" / "000003.bin").unlink()
+    with pytest.raises(
+        StoreError, match=r"damaged: train_jpeg/000003\.bin: missing.*val_labels\.npy: \d+ bytes.*verify=true"
+    ):
+        Store.open(store)
+
+
+def test_the_verify_command_exits_non_zero_naming_what_changed(sample_store, copy_of, tmp_path):
+    store = copy_of(sample_store)
+    header = np.load(store / "val_images.npy", mmap_mode="r").offset
+    flip_bit(store / "val_images.npy", header + 3 * 256 * 256 * 3)  # the first byte of slot 3
+    command = [sys.executable, str(ROOT / "src" / "prepare.py"), f"data.store_dir={store}", "verify=true"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert "DAMAGED val_images.npy (slots 3-3, bytes " in done.stdout
+
+
+def tiny_sample(root, seed=1, classes=3):
+    """A small sample dataset of small images, quick to prepare at image_size=32."""
+    return make_sample(root, SampleSpec(classes=classes, train_per_class=2, val_per_class=1, seed=seed, scale=0.3))
+
+
+@pytest.mark.parametrize("form", ["folders", "archives"])
+def test_a_store_is_never_reused_for_another_source(tmp_path, form):
+    from test_layout import official_archives
+
+    a, b = tiny_sample(tmp_path / "a", seed=1), tiny_sample(tmp_path / "b", seed=2)
+    if form == "archives":
+        a, b = official_archives(a, tmp_path / "a_tars"), official_archives(b, tmp_path / "b_tars")
+    store = tmp_path / "store"
+    prepare(a, store, image_size=32, workers=1, progress_bar=False)
+    before = all_files_of(store)
+    with pytest.raises(StoreError, match=rf"made from {a} \(fingerprint \w+\), not from data\.root={b} \(finger"):
+        prepare(b, store, image_size=32, workers=1, progress_bar=False)
+    assert all_files_of(store) == before
+    assert prepare(a, store, image_size=32, workers=1, progress_bar=False)["source"]["root"] == str(a)
+
+
+def test_a_store_is_never_reused_for_another_sample_spec(tmp_path):
+    from alexnet.data.datamodule import ImageNetDataModule
+
+    spec = {"classes": 3, "train_per_class": 2, "val_per_class": 1, "seed": 0, "scale": 0.3}
+
+    def datamodule(root, **change):
+        sample = {**spec, **change}
+        return ImageNetDataModule(
+            str(root), str(tmp_path / "store"), image_size=32, crop_size=32, prepare_workers=1, sample=sample
+        )
+
+    datamodule(tmp_path / "a").prepare_data()
+    with pytest.raises(
+        StoreError, match=r"made from .*/a \(sample \{'classes': 3.*not from .*/b \(sample \{'classes': 2"
+    ):
+        datamodule(tmp_path / "b", classes=2).prepare_data()
+    with pytest.raises(ValueError, match=r"data\.root=.*/a holds the sample dataset SampleSpec\(classes=3.*classes=2"):
+        datamodule(tmp_path / "a", classes=2).prepare_data()
+    assert Store.open(tmp_path / "store").num_classes == 3
+
+
+def test_the_summary_lists_every_file_not_used_with_the_reason(sample_store, tmp_path):
+    summary = describe(sample_store, Store.open(sample_store).manifest)
+    assert "train: 35 images, 1 skipped" in summary
+    assert re.search(
+        r"skipped in train \(cannot be decoded.*\n    train/n09000035/n09000035_1\.JPEG: \w*Error: \w", summary
+    )
+    root = tiny_sample(tmp_path / "odd")
+    (root / "train" / "n09000000" / "Thumbs.db").write_bytes(b"x")
+    (root / "train" / "n09000007" / "loop.JPEG").symlink_to(root / "train" / "n09000007" / "loop.JPEG")
+    manifest = prepare(root, tmp_path / "store", image_size=32, workers=1, progress_bar=False)
+    assert manifest["layout_oddities"] == [
+        {"path": "train/n09000000/Thumbs.db", "reason": "not an image (only .jpeg/.jpg/.png files are read)"},
+        {"path": "train/n09000007/loop.JPEG", "reason": "a symlink loop"},
+    ]
+    summary = describe(tmp_path / "store", manifest)
+    assert "  not read from data.root:\n    train/n09000000/Thumbs.db: not an image" in summary
+    assert "    train/n09000007/loop.JPEG: a symlink loop" in summary

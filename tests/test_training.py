@@ -277,5 +277,6 @@ def test_a_sweep_through_submitit_runs_its_jobs_in_parallel_each_in_its_own_run_
         len(runs) == 2 and "ablation-baseline" in runs[0].parent.name and "ablation-no_dropout" in runs[1].parent.name
     )
     assert len(list((sweep_dir / ".submitit").glob("*/*_result.pkl"))) == 2  # each ran as a submitit job
-    store = json.loads((tmp_path / "data" / "sample_store" / "manifest.json").read_text())
+    (manifest,) = (tmp_path / "data" / "stores").glob("*/manifest.json")  # one store, shared by both jobs
+    store = json.loads(manifest.read_text())
     assert store["splits"]["train"]["images"] == 35

@@ -4,6 +4,7 @@ outside an enumeration, fails at composition with a message naming the key (and 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -45,7 +46,7 @@ class StoreFormat(str, Enum):
 
 @dataclass
 class ModelConfig:
-    num_classes: int = 1000
+    num_classes: int | None = None  # None: as many as the prepared store holds
     activation: Activation = Activation.relu
     lrn: bool = True
     lrn_convention: LRNConvention = LRNConvention.paper
@@ -118,6 +119,7 @@ class Config:
     ckpt_path: str | None = None
     ckpt_paths: list[str] = field(default_factory=list)  # eval.py: several checkpoints, averaged
     evaluate: bool = True
+    verify: bool = False  # prepare.py: check every byte of the store against its checksums
     tags: list[str] = field(default_factory=list)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -141,6 +143,14 @@ def run_name(override_dirname: str) -> str:
     return f"{name[:100]}-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
 
 
+def store_name(root: str, store_format: Any, image_size: int) -> str:
+    """The default store folder's name: one per source (data.root's name and a hash of its absolute path) and
+    settings, so two datasets never meet in one folder."""
+    source = os.path.abspath(root)
+    fmt = getattr(store_format, "value", store_format)
+    return f"{os.path.basename(source)}-{hashlib.sha1(source.encode()).hexdigest()[:8]}-{fmt}-{image_size}"
+
+
 def tasks_per_node(devices: Any) -> int:
     """hydra/launcher=slurm starts one task per GPU, so a node's task count is trainer.devices, which must
     then be a number (ddp's default, "auto", is for torchrun)."""
@@ -154,7 +164,7 @@ def tasks_per_node(devices: Any) -> int:
 
 def register() -> None:
     ConfigStore.instance().store(name="schema", node=Config)
-    for name, resolver in (("run_name", run_name), ("tasks_per_node", tasks_per_node)):
+    for name, resolver in (("run_name", run_name), ("tasks_per_node", tasks_per_node), ("store_name", store_name)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 

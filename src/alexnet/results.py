@@ -1,14 +1,21 @@
-"""results.json, written and read in one place."""
+"""results.json, written and read in one place, with what produced its numbers (provenance)."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import torch
+
 from alexnet.atomic import atomic_write_json
+from alexnet.data.store import Store, file_digest
 
 FILENAME = "results.json"
 REQUIRED = ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop", "num_classes", "epochs", "steps")
+PACKAGES = ("torch", "lightning", "torchvision", "torchmetrics", "hydra-core", "numpy")
 
 
 def write_results(run_dir: str | Path, results: dict) -> Path:
@@ -25,3 +32,52 @@ def read_results(path: str | Path) -> dict:
     if path.is_dir():
         path = path / FILENAME
     return json.loads(path.read_text())
+
+
+def git_state(repo: str | Path) -> dict:
+    """{"commit", "dirty"} of the git checkout at `repo` (dirty: a tracked file differs from the commit);
+    None for both where there is no checkout (an installed package) or no git."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def _source_checkout() -> Path | None:
+    """The repository this code runs from, when it runs from src/alexnet of a checkout (not site-packages)."""
+    package = Path(__file__).resolve().parent
+    return package.parents[1] if package.parent.name == "src" and (package.parents[1] / ".git").exists() else None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"{device} ({os.cpu_count()} cores)" if device.type == "cpu" else str(device)
+
+
+def provenance(store: Store, device: torch.device) -> dict:
+    """What any number in results.json can be traced to: the code's commit, the store (its manifest's checksum,
+    which covers every file's checksum, and its source), the package versions and the device."""
+    checkout = _source_checkout()
+    packages = {}
+    for name in PACKAGES:
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    return {
+        "git": git_state(checkout) if checkout is not None else {"commit": None, "dirty": None},
+        "store": {
+            "dir": str(store.root.resolve()),
+            "manifest_xxh3": file_digest(store.root / "manifest.json"),
+            "source": store.manifest["source"],
+        },
+        "packages": packages,
+        "device": device_name(device),
+    }

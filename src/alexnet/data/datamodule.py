@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -133,6 +134,7 @@ class ImageNetDataModule(L.LightningDataModule):
             self.prepare_workers,
             self.strict,
             store_format=self.store_format,
+            sample=dataclasses.asdict(self.sample) if self.sample is not None else None,
         )
 
     def setup(self, stage: str | None = None) -> None:

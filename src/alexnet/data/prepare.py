@@ -5,7 +5,8 @@ Work is cut into chunks of consecutive images. A chunk is recorded as done in pr
 pixels are flushed to disk, so a run killed anywhere resumes by redoing the chunks not recorded, and the
 result is byte-for-byte what an uninterrupted run writes (each slot's bytes depend only on its file;
 statistics are summed in a fixed order at the end). manifest.json is written last: it is what marks a
-store complete.
+store complete. Checksums are taken as the bytes are written (in the worker that writes them), never in a
+second pass over the store.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import json
 import multiprocessing
 import os
@@ -23,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from alexnet.atomic import atomic_file, atomic_write_bytes, atomic_write_json, exclusive
+from alexnet.atomic import atomic_write_bytes, atomic_write_json, exclusive, json_bytes
 from alexnet.data.augment import centre_offset
-from alexnet.data.layout import Layout, discover, open_item
+from alexnet.data.layout import Layout, discover, open_item, source_fingerprint
 from alexnet.data.store import (
     FORMATS,
     JPEG_QUALITY,
@@ -33,13 +35,19 @@ from alexnet.data.store import (
     STORE_VERSION,
     JpegReader,
     StoreError,
+    bytes_digest,
     encode_jpeg_chunk,
+    file_digest,
+    image_digest,
+    image_digests_path,
     images_path,
     jpeg_chunk_index,
     jpeg_chunk_path,
     jpeg_index_path,
     labels_path,
     read_jpegs,
+    read_manifest,
+    wrong_sizes,
 )
 
 RESIZE = "shorter side to image_size (PIL bilinear, antialiased; JPEG draft decoding), central crop"
@@ -82,7 +90,8 @@ def _settings(image_size: int, store_format: str = "raw", chunk_size: int = 256)
     return settings
 
 
-def _fingerprint(layout: Layout) -> str:
+def _listing(layout: Layout) -> str:
+    """Every item and its label: what an unfinished store's slots were assigned from."""
     digest = hashlib.sha256()
     for split in SPLITS:
         for path, label in getattr(layout, split):
@@ -90,7 +99,28 @@ def _fingerprint(layout: Layout) -> str:
     return digest.hexdigest()
 
 
-def _process_chunk(task: tuple) -> tuple[str, int, int, list[dict]]:
+def source_of(root: str | Path, sample: dict | None = None) -> dict | None:
+    """What a store is made from: data.root resolved, and what tells its content apart (the sample's spec, which
+    makes the same bytes every time, or the cheap fingerprint of the files). None when data.root is not there:
+    a complete store is then used as it is (a training node may hold the store and not the dataset)."""
+    root = Path(root)
+    if sample is not None:
+        return {"root": str(root.resolve()), "sample": dict(sample)}
+    if not root.is_dir():
+        return None
+    return {"root": str(root.resolve()), **source_fingerprint(root)}
+
+
+def _identity(source: dict) -> dict | str | None:
+    return source.get("sample") or source.get("fingerprint")
+
+
+def describe_source(source: dict) -> str:
+    what = f"sample {source['sample']}" if "sample" in source else f"fingerprint {source.get('fingerprint')}"
+    return f"{source['root']} ({what})"
+
+
+def _process_chunk(task: tuple) -> tuple[str, int, int, list[dict], dict | None]:
     root, store_dir, split, chunk, start, items, settings, strict = task
     store_dir, image_size = Path(store_dir), settings["image_size"]
     pixels: list[np.ndarray | None] = []
@@ -107,13 +137,18 @@ def _process_chunk(task: tuple) -> tuple[str, int, int, list[dict]]:
             pixels.append(None)
             skipped.append({"slot": slot, "path": path, "reason": f"{type(error).__name__}: {error}"})
     if settings.get("format") == "jpeg":
-        atomic_write_bytes(jpeg_chunk_path(store_dir, split, chunk), encode_jpeg_chunk(pixels))
-    else:
-        images = np.load(images_path(store_dir, split), mmap_mode="r+")
-        for slot, image in enumerate(pixels, start):
-            images[slot] = 0 if image is None else image
-        images.flush()
-    return split, chunk, len(items), skipped
+        data = encode_jpeg_chunk(pixels)
+        atomic_write_bytes(jpeg_chunk_path(store_dir, split, chunk), data)
+        checksum = {"size": len(data), "xxh3": bytes_digest(data), "slots": [start, start + len(items)]}
+        return split, chunk, len(items), skipped, checksum
+    images = np.load(images_path(store_dir, split), mmap_mode="r+")
+    digests = np.load(image_digests_path(store_dir, split), mmap_mode="r+")
+    for slot, image in enumerate(pixels, start):
+        images[slot] = 0 if image is None else image
+        digests[slot] = image_digest(images[slot])
+    images.flush()
+    digests.flush()
+    return split, chunk, len(items), skipped, None
 
 
 def _read_train(store_dir: Path, settings: dict, slots: np.ndarray) -> np.ndarray:
@@ -143,29 +178,32 @@ def _pool_map(function, tasks: list, workers: int) -> Iterator:
         yield from pool.imap_unordered(function, tasks)
 
 
-def _allocate(path: Path, shape: tuple[int, ...]) -> None:
+def _allocate(path: Path, shape: tuple[int, ...], dtype=np.uint8) -> None:
     """Create the .npy and reserve its blocks now: a full disk fails here with a clear error, not later as a
     crash (SIGBUS) in the middle of writing through a memory map."""
-    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
-    offset = array.offset
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    size = array.offset + array.nbytes
     del array
-    size = offset + int(np.prod(shape))
     with open(path, "r+b") as f:
         try:
             os.posix_fallocate(f.fileno(), 0, size)
         except OSError as error:
-            if error.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StoreError(
-                    f"Not enough disk space for {path} ({size / 1e9:.1f} GB): free space or point data.store_dir "
-                    "at a larger disk."
-                ) from error
             if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                raise
+                raise OSError(error.errno, error.strerror, str(path)) from error
+
+
+def _store_bytes(layout: Layout, settings: dict) -> int:
+    """About what the finished store takes on disk."""
+    per_image = JPEG_BYTES_ESTIMATE if settings.get("format") == "jpeg" else settings["image_size"] ** 2 * 3
+    return (len(layout.train) + len(layout.val)) * (per_image + 16) + settings["image_size"] ** 2 * 12
+
+
+def _on_disk(store_dir: Path) -> int:
+    return sum(p.stat().st_blocks * 512 for p in store_dir.rglob("*") if p.is_file())
 
 
 def _check_space(store_dir: Path, layout: Layout, settings: dict) -> None:
-    per_image = JPEG_BYTES_ESTIMATE if settings.get("format") == "jpeg" else settings["image_size"] ** 2 * 3
-    needed = (len(layout.train) + len(layout.val)) * per_image
+    needed = _store_bytes(layout, settings)
     free = shutil.disk_usage(store_dir).free
     if needed > free:
         raise StoreError(
@@ -174,49 +212,66 @@ def _check_space(store_dir: Path, layout: Layout, settings: dict) -> None:
         )
 
 
-def _open_progress(store_dir: Path, layout: Layout, settings: dict) -> dict:
+def _open_progress(store_dir: Path, layout: Layout, settings: dict, source: dict) -> dict:
     progress_file = store_dir / "progress.json"
-    fingerprint = _fingerprint(layout)
+    listing = _listing(layout)
     if progress_file.is_file():
         progress = json.loads(progress_file.read_text())
-        if progress["fingerprint"] == fingerprint and progress["settings"] == settings:
-            return progress
+        if progress.get("listing") == listing and progress["settings"] == settings:
+            return {**progress, "source": source}
         raise StoreError(
             f"data.store_dir={store_dir} holds an unfinished store of other images or settings "
-            f"({progress['settings']}). Delete {store_dir} or choose another data.store_dir."
+            f"({describe_source(progress['source']) if 'source' in progress else 'another version'}, "
+            f"{progress['settings']}). Delete {store_dir} or choose another data.store_dir."
         )
     if any(store_dir.iterdir()):
         raise StoreError(f"data.store_dir={store_dir} is not empty and holds no store: choose an empty or new folder.")
     _check_space(store_dir, layout, settings)
-    for split in SPLITS:
-        if settings.get("format") == "jpeg":
-            jpeg_chunk_path(store_dir, split, 0).parent.mkdir()
-        else:
-            size = settings["image_size"]
-            _allocate(images_path(store_dir, split), (len(getattr(layout, split)), size, size, 3))
     progress = {
-        "fingerprint": fingerprint,
+        "listing": listing,
+        "source": source,
         "settings": settings,
         "done": {split: [] for split in SPLITS},
         "skipped": {split: [] for split in SPLITS},
+        "chunks": {split: {} for split in SPLITS},  # jpeg format: each chunk file's size and checksum
     }
-    atomic_write_json(progress_file, progress)
+    try:
+        for split in SPLITS:
+            if settings.get("format") == "jpeg":
+                jpeg_chunk_path(store_dir, split, 0).parent.mkdir()
+            else:
+                size, count = settings["image_size"], len(getattr(layout, split))
+                _allocate(images_path(store_dir, split), (count, size, size, 3))
+                _allocate(image_digests_path(store_dir, split), (count,), np.uint64)
+        atomic_write_json(progress_file, progress)
+    except BaseException:  # a full disk, an interrupt: leave the folder empty, so that a rerun starts afresh
+        for path in sorted(store_dir.rglob("*"), reverse=True):
+            path.rmdir() if path.is_dir() else path.unlink()
+        raise
     return progress
 
 
-def _existing(store_dir: Path, settings: dict) -> dict | None:
-    manifest_file = store_dir / "manifest.json"
-    if not manifest_file.is_file():
+def _existing(store_dir: Path, settings: dict, source: dict | None) -> dict | None:
+    if not (store_dir / "manifest.json").is_file():
         return None
-    manifest = json.loads(manifest_file.read_text())
-    found = dict(manifest.get("settings") or {})
+    try:
+        manifest = read_manifest(store_dir)
+    except StoreError as error:
+        raise StoreError(f"{error} Or choose another data.store_dir.") from None
+    found = dict(manifest["settings"])
     found.pop("chunk_size", None)  # how a complete store was cut into files does not matter to its readers
     wanted = {key: value for key, value in settings.items() if key != "chunk_size"}
-    if manifest.get("store_version") != STORE_VERSION or found != wanted:
+    if found != wanted:
         raise StoreError(
-            f"data.store_dir={store_dir} holds a store made with other settings or another version "
-            f"({manifest.get('settings')}, version {manifest.get('store_version')}; wanted "
-            f"{settings}, version {STORE_VERSION}). Delete it or choose another data.store_dir."
+            f"data.store_dir={store_dir} holds a store made with other settings ({manifest['settings']}; wanted "
+            f"{settings}). Delete it or choose another data.store_dir."
+        )
+    if source is not None and _identity(source) != _identity(manifest["source"]):
+        raise StoreError(
+            f"data.store_dir={store_dir} holds a store made from {describe_source(manifest['source'])}, not from "
+            f"data.root={describe_source(source)}: another dataset, or the dataset changed since. Choose another "
+            f"data.store_dir (the default is one folder per source and settings), or delete {store_dir} to "
+            "prepare it again from the new source."
         )
     return manifest
 
@@ -230,11 +285,14 @@ def prepare(
     chunk_size: int = 256,
     progress_bar: bool = True,
     store_format: str = "raw",
+    sample: dict | None = None,
 ) -> dict:
-    """Prepare the store unless a complete one is there; returns the manifest."""
+    """Prepare the store unless a complete one is there; returns the manifest. `sample`: the spec of the sample
+    dataset under root, which then stands for its content."""
     store_dir = Path(store_dir)
     settings = _settings(image_size, store_format, chunk_size)
-    manifest = _existing(store_dir, settings)
+    source = source_of(root, sample)
+    manifest = _existing(store_dir, settings, source)
     if manifest is not None:
         return manifest
     layout = discover(root)
@@ -247,21 +305,34 @@ def prepare(
     if not os.access(store_dir, os.W_OK):
         raise StoreError(f"data.store_dir={store_dir} is not writable: point it at a writable folder.")
     with exclusive(store_dir.with_name(f".{store_dir.name}.lock"), f"data.store_dir={store_dir}"):
-        return _existing(store_dir, settings) or _prepare(
-            layout, store_dir, settings, workers, strict, chunk_size, progress_bar
-        )
+        manifest = _existing(store_dir, settings, source)
+        if manifest is not None:
+            return manifest
+        try:
+            return _prepare(layout, store_dir, settings, source, workers, strict, chunk_size, progress_bar)
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            needed = max(_store_bytes(layout, settings) - _on_disk(store_dir), 0)
+            raise StoreError(
+                f"Not enough disk space for {error.filename or store_dir}: about {needed / 1e6:,.0f} MB more are "
+                f"needed to finish the store in data.store_dir={store_dir}. Free that much on its disk (or point "
+                "data.store_dir at a larger one) and rerun the same command: preparation resumes from the chunks "
+                "already written."
+            ) from error
 
 
 def _prepare(
     layout: Layout,
     store_dir: Path,
     settings: dict,
+    source: dict,
     workers: int | None,
     strict: bool,
     chunk_size: int,
     progress_bar: bool,
 ) -> dict:
-    progress = _open_progress(store_dir, layout, settings)
+    progress = _open_progress(store_dir, layout, settings, source)
     workers = workers or os.cpu_count() or 1
 
     tasks = []
@@ -273,52 +344,74 @@ def _prepare(
                 tasks.append((str(layout.root), str(store_dir), split, chunk, start, batch, settings, strict))
     total = sum(len(task[5]) for task in tasks)
     with _progress(progress_bar, "preparing", total) as advance:
-        for split, chunk, count, skipped in _pool_map(_process_chunk, tasks, workers):
+        for split, chunk, count, skipped, checksum in _pool_map(_process_chunk, tasks, workers):
             progress["done"][split].append(chunk)
             progress["skipped"][split].extend(skipped)
+            if checksum is not None:
+                progress["chunks"][split][str(chunk)] = checksum
             atomic_write_json(store_dir / "progress.json", progress)
             advance(count)
 
-    splits = {}
+    splits, files = {}, {}
     for split in SPLITS:
         items = getattr(layout, split)
         labels = np.array([label for _, label in items], dtype=np.int16)
         skipped = sorted(progress["skipped"][split], key=lambda s: s["slot"])
         labels[[s["slot"] for s in skipped]] = -1
-        _save_npy(labels_path(store_dir, split), labels)
+        files.update(_save_npy(store_dir, labels_path(store_dir, split), labels))
         if settings.get("format") == "jpeg":
             chunks = range(0, len(items), chunk_size)
             index = [
                 jpeg_chunk_index(jpeg_chunk_path(store_dir, split, c), c, len(items[start : start + chunk_size]))
                 for c, start in enumerate(chunks)
             ]
-            _save_npy(jpeg_index_path(store_dir, split), np.concatenate(index).astype(np.int64))
+            files.update(
+                _save_npy(store_dir, jpeg_index_path(store_dir, split), np.concatenate(index).astype(np.int64))
+            )
+            for chunk, checksum in progress["chunks"][split].items():
+                files[str(jpeg_chunk_path(store_dir, split, int(chunk)).relative_to(store_dir))] = checksum
+        else:
+            digests = image_digests_path(store_dir, split)
+            files[digests.name] = {"size": digests.stat().st_size, "xxh3": file_digest(digests)}
+            images = images_path(store_dir, split)
+            files[images.name] = {"size": images.stat().st_size, "image_digests": digests.name}
         splits[split] = {
             "images": int((labels >= 0).sum()),
             "slots": len(items),
             "skipped": [{"path": s["path"], "reason": s["reason"]} for s in skipped],
         }
     mean, eigval, eigvec = _statistics(store_dir, settings, workers, progress_bar)
-    _save_npy(store_dir / "mean.npy", mean.astype(np.float32))
-    atomic_write_json(store_dir / "pca.json", {"eigval": eigval.tolist(), "eigvec": eigvec.tolist()})
+    files.update(_save_npy(store_dir, store_dir / "mean.npy", mean.astype(np.float32)))
+    files.update(
+        _save(store_dir, store_dir / "pca.json", json_bytes({"eigval": eigval.tolist(), "eigvec": eigvec.tolist()}))
+    )
     manifest = {
         "store_version": STORE_VERSION,
         "settings": settings,
-        "source": {"root": str(layout.root.resolve()), "form": layout.form, "fingerprint": progress["fingerprint"]},
+        "source": {**progress["source"], "form": layout.form, "listing": progress["listing"]},
         "num_classes": layout.num_classes,
         "wnids": layout.wnids,
         "class_names": layout.class_names,
         "splits": splits,
+        "layout_oddities": layout.oddities,
         "mean_rgb": mean.reshape(-1, 3).mean(axis=0).tolist(),
+        "files": dict(sorted(files.items())),
     }
     atomic_write_json(store_dir / "manifest.json", manifest)
     (store_dir / "progress.json").unlink()
     return manifest
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with atomic_file(path) as f:
-        np.save(f, array)
+def _save(store_dir: Path, path: Path, data: bytes) -> dict[str, dict]:
+    """Writes a store file atomically; returns its manifest entry (size and checksum)."""
+    atomic_write_bytes(path, data)
+    return {str(path.relative_to(store_dir)): {"size": len(data), "xxh3": bytes_digest(data)}}
+
+
+def _save_npy(store_dir: Path, path: Path, array: np.ndarray) -> dict[str, dict]:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return _save(store_dir, path, buffer.getvalue())
 
 
 def _statistics(store_dir: Path, settings: dict, workers: int, progress_bar: bool, chunk_size: int = 256):
@@ -361,3 +454,72 @@ def _progress(enabled: bool, description: str, total: int):
     ) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)
+
+
+def describe(store_dir: str | Path, manifest: dict, limit: int = 20) -> str:
+    """The preparation's summary: what the store holds, from what, and every file not used, with the reason."""
+    settings, source = manifest["settings"], manifest["source"]
+    lines = [
+        f"store: {store_dir} ({settings.get('format', 'raw')}, {settings['image_size']} px, version "
+        f"{manifest['store_version']})",
+        f"source: {describe_source(source)}, {source['form']}; {manifest['num_classes']} classes",
+    ]
+
+    def listed(title: str, entries: list[dict]) -> None:
+        if entries:
+            lines.append(f"  {title}:")
+            lines.extend(f"    {e['path']}: {e['reason']}" for e in entries[:limit])
+            if len(entries) > limit:
+                lines.append(f"    ... and {len(entries) - limit} more, all in {Path(store_dir) / 'manifest.json'}")
+
+    for split, info in manifest["splits"].items():
+        lines.append(f"  {split}: {info['images']} images, {len(info['skipped'])} skipped")
+        listed(f"skipped in {split} (cannot be decoded; data.strict=true stops at them)", info["skipped"])
+    listed("not read from data.root", manifest["layout_oddities"])
+    return "\n".join(lines)
+
+
+def verify(store_dir: str | Path, progress_bar: bool = True) -> list[str]:
+    """Every byte of a complete store against the checksums taken when it was written: one line per file, chunk
+    file or range of images that differs (none: the store is as prepared)."""
+    root = Path(store_dir)
+    manifest = read_manifest(root)
+    damaged = wrong_sizes(root, manifest)
+    problems = [f"{name}: {what}" for name, what in damaged.items()]
+    entries = {name: entry for name, entry in manifest["files"].items() if name not in damaged}
+    with _progress(progress_bar, "verifying (bytes)", sum(e["size"] for e in entries.values())) as advance:
+        for name, entry in sorted(entries.items()):
+            if "xxh3" in entry:
+                if file_digest(root / name) != entry["xxh3"]:
+                    slots = f" (slots {entry['slots'][0]}-{entry['slots'][1] - 1})" if "slots" in entry else ""
+                    problems.append(f"{name}{slots}: the bytes differ from those prepared (checksum mismatch)")
+            elif entry["image_digests"] not in damaged:
+                problems.extend(_verify_images(root, name, root / entry["image_digests"]))
+            advance(entry["size"])
+    return problems
+
+
+def _verify_images(root: Path, name: str, digests_file: Path, block: int = 64) -> list[str]:
+    """The slot ranges of a raw images file whose bytes no longer match the digests taken as they were written."""
+    try:
+        images, expected = np.load(root / name, mmap_mode="r"), np.load(digests_file)
+    except ValueError as error:
+        return [f"{name}: not a readable .npy any more ({error})"]
+    bad = [
+        slot
+        for start in range(0, len(images), block)
+        for slot, pixels in enumerate(np.asarray(images[start : start + block]), start)
+        if image_digest(pixels) != expected[slot]
+    ]
+    ranges = []
+    for slot in bad:
+        if ranges and ranges[-1][1] == slot - 1:
+            ranges[-1][1] = slot
+        else:
+            ranges.append([slot, slot])
+    per_slot = images[0].nbytes
+    return [
+        f"{name} (slots {a}-{b}, bytes {images.offset + a * per_slot:,}-{images.offset + (b + 1) * per_slot - 1:,}): "
+        "the images differ from those prepared (checksum mismatch)"
+        for a, b in ranges
+    ]

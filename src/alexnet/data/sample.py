@@ -117,13 +117,27 @@ def _meta_mat(classes: int, rng: np.random.Generator) -> tuple[bytes, np.ndarray
     return buffer.getvalue(), ids
 
 
+def _made(root: Path, spec: SampleSpec) -> bool:
+    """Whether root holds the complete sample dataset of `spec`; another spec's is refused, never mixed in."""
+    marker = root / ".complete"
+    if not marker.is_file():
+        return False
+    found = marker.read_text().strip()
+    if found != str(spec):
+        raise ValueError(
+            f"data.root={root} holds the sample dataset {found}, not the data.sample asked for ({spec}). Point "
+            "data.root at another folder (the default is one folder per data.sample), or delete it."
+        )
+    return True
+
+
 def make_sample(root: str | Path, spec: SampleSpec = SampleSpec()) -> Path:
-    """Write the sample dataset under root (if root/.complete is missing) and return root."""
+    """Write the sample dataset under root (unless it is there, complete) and return root."""
     root = Path(root)
-    if (root / ".complete").is_file():
+    if _made(root, spec):
         return root
     with exclusive(root.with_name(f".{root.name}.lock"), f"the sample dataset {root}"):
-        if not (root / ".complete").is_file():
+        if not _made(root, spec):
             _make_sample(root, spec)
     return root
 

@@ -8,10 +8,16 @@
       train_jpeg/, val_jpeg/  jpeg format: the same images as JPEG (quality 90), one file per chunk of
                            consecutive slots: a header of chunk+1 int64 offsets, then the JPEGs back to back
       train_jpeg_index.npy (N, 3) int64 (jpeg format): each slot's chunk file, offset in it, and size
+      train_image_digests.npy  raw format: (N,) uint64, the xxh3-64 of each slot's bytes, written with the slot
       train_labels.npy     (N,) int16, the sorted-WNID class index; -1 marks a skipped (unreadable) file
       val_labels.npy
       mean.npy             (S, S, 3) float32, per-pixel mean of the training images, 0-255 scale
       pca.json             eigenvalues and eigenvectors of the RGB covariance, pixels in [0, 1]
+
+manifest.json records what the store was made from (`source`: data.root resolved, and a cheap fingerprint of it
+or the sample's spec) and every file's size and xxh3-128 checksum (`files`); the raw images are checked per
+slot against the digests file instead, so a changed byte is traced to its image. Opening a store compares the
+sizes (cheap); `prepare.verify` reads every byte.
 
 Raw uint8 is the default for the loader: reading a raw image is a memory copy, which keeps CPU work per
 image near zero. JPEG is 8-10x smaller on disk (22 GB for ILSVRC's training set instead of 252 GB) and is
@@ -27,9 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import xxhash
 from PIL import Image
 
-STORE_VERSION = 1
+STORE_VERSION = 2  # 2: the manifest holds the source's fingerprint and every file's checksum
 SPLITS = ("train", "val")
 FORMATS = ("raw", "jpeg")
 JPEG_QUALITY = 90
@@ -41,6 +48,27 @@ def images_path(store_dir: Path, split: str) -> Path:
 
 def labels_path(store_dir: Path, split: str) -> Path:
     return store_dir / f"{split}_labels.npy"
+
+
+def image_digests_path(store_dir: Path, split: str) -> Path:
+    return store_dir / f"{split}_image_digests.npy"
+
+
+def image_digest(pixels: np.ndarray) -> int:
+    """The xxh3-64 of one slot's bytes, as stored in the digests file."""
+    return xxhash.xxh3_64_intdigest(np.ascontiguousarray(pixels))
+
+
+def bytes_digest(data: bytes) -> str:
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def file_digest(path: Path) -> str:
+    digest = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def jpeg_chunk_path(store_dir: Path, split: str, chunk: int) -> Path:
@@ -108,7 +136,33 @@ class JpegReader:
 
 
 class StoreError(RuntimeError):
-    """The store is missing, incomplete, or was made with other settings."""
+    """The store is missing, incomplete, damaged, or was made from another source or with other settings."""
+
+
+def read_manifest(root: Path) -> dict:
+    """The manifest of a complete store of this version."""
+    manifest_file = root / "manifest.json"
+    if not manifest_file.is_file():
+        raise StoreError(f"No complete store in data.store_dir={root} (no manifest.json): run prepare first.")
+    manifest = json.loads(manifest_file.read_text())
+    if manifest.get("store_version") != STORE_VERSION:
+        raise StoreError(
+            f"The store in {root} has version {manifest.get('store_version')}, this code reads version "
+            f"{STORE_VERSION}: prepare it again into an empty data.store_dir."
+        )
+    return manifest
+
+
+def wrong_sizes(root: Path, manifest: dict) -> dict[str, str]:
+    """{file: what is wrong} for the store's files that are missing or not of the size they were written with."""
+    wrong = {}
+    for name, entry in sorted(manifest["files"].items()):
+        path = root / name
+        size = path.stat().st_size if path.is_file() else None
+        if size != entry["size"]:
+            found = "missing" if size is None else f"{size:,} bytes"
+            wrong[name] = f"{found}, prepared with {entry['size']:,} bytes"
+    return wrong
 
 
 @dataclass(frozen=True)
@@ -123,15 +177,15 @@ class Store:
 
     @classmethod
     def open(cls, store_dir: str | Path) -> Store:
+        """Opens a complete store after checking every file's size against the manifest (one stat each)."""
         root = Path(store_dir)
-        manifest_file = root / "manifest.json"
-        if not manifest_file.is_file():
-            raise StoreError(f"No complete store in data.store_dir={root} (no manifest.json): run prepare first.")
-        manifest = json.loads(manifest_file.read_text())
-        if manifest.get("store_version") != STORE_VERSION:
+        manifest = read_manifest(root)
+        wrong = [f"{name}: {what}" for name, what in wrong_sizes(root, manifest).items()]
+        if wrong:
             raise StoreError(
-                f"The store in {root} has version {manifest.get('store_version')}, this code reads version "
-                f"{STORE_VERSION}: prepare it again into an empty data.store_dir."
+                f"The store in data.store_dir={root} is damaged: {'; '.join(wrong[:5])}"
+                f"{f' and {len(wrong) - 5} more' if len(wrong) > 5 else ''}. Run `python src/prepare.py "
+                f"data.store_dir={root} verify=true` to check every byte, then delete the store and prepare it again."
             )
         pca = json.loads((root / "pca.json").read_text())
         return cls(
