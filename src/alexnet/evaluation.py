@@ -17,7 +17,7 @@ from alexnet.config import plain
 from alexnet.data.datamodule import ImageNetDataModule
 from alexnet.metrics import TopKError
 from alexnet.module import MONITOR, AlexNetModule, module_from_checkpoint
-from alexnet.results import write_results
+from alexnet.results import provenance, write_results
 
 
 class Ensemble(L.LightningModule):
@@ -73,6 +73,7 @@ def evaluate_checkpoints(cfg: DictConfig) -> dict:
         steps=max(c["global_step"] for c in checkpoints),
         wall_time_s=round(time.time() - started, 1),
         overrides=list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
+        provenance=provenance(datamodule.store, trainer.strategy.root_device),
     )
     path = write_results(cfg.paths.output_dir, results)
     print(f"results: {path}")
