@@ -1,8 +1,10 @@
-"""Section 5's update rule against torch.optim.SGD, each checked against a hand computation."""
+"""Section 5's update rule against torch.optim.SGD, each checked against a hand computation; which parameters
+weight decay reaches."""
 
 import pytest
 import torch
 
+from alexnet.module import AlexNetModule
 from alexnet.optim import PaperSGD, build_optimizer
 
 W0, GRADS = 1.0, [0.5, -0.25, 1.0, 0.75]
@@ -68,4 +70,40 @@ def test_the_rules_differ_right_after_a_drop():
 
 def test_build_optimizer_names_the_key_for_an_unknown_rule():
     with pytest.raises(ValueError, match="optim.rule"):
-        build_optimizer([torch.nn.Parameter(torch.zeros(1))], "adam", 0.01, 0.9, 5e-4)
+        build_optimizer([("w", torch.nn.Parameter(torch.zeros(1)))], "adam", 0.01, 0.9, 5e-4, False)
+
+
+def step_with_zero_gradients(rule: str, decay_biases: bool, lr: float = 0.1) -> tuple[float, float]:
+    """w = 2, b = 3 after one step in which only weight decay moves anything."""
+    layer = torch.nn.Linear(1, 1).double()
+    with torch.no_grad():
+        layer.weight.fill_(2.0)
+        layer.bias.fill_(3.0)
+    optimizer = build_optimizer(layer.named_parameters(), rule, lr, MU, WD, decay_biases)
+    for p in layer.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    return layer.weight.item(), layer.bias.item()
+
+
+@pytest.mark.parametrize("rule", ["paper", "torch"])
+@pytest.mark.parametrize("decay_biases", [False, True])
+def test_decay_biases_decides_whether_biases_shrink(rule, decay_biases):
+    # One step from zero velocity: both rules move a parameter p by -lr * 0.0005 * p.
+    weight, bias = step_with_zero_gradients(rule, decay_biases)
+    assert weight == pytest.approx(2.0 - 0.1 * WD * 2.0, abs=1e-15)
+    assert bias == (pytest.approx(3.0 - 0.1 * WD * 3.0, abs=1e-15) if decay_biases else 3.0)
+
+
+@pytest.mark.parametrize("decay_biases", [False, True])
+def test_the_module_decays_every_weight_and_the_biases_only_when_asked(decay_biases):
+    optim = {"rule": "paper", "lr": 0.01, "momentum": 0.9, "weight_decay": WD, "lr_factor": 0.1, "patience": 1}
+    module = AlexNetModule(
+        {"num_classes": 10, "input_size": 67}, {**optim, "max_drops": 3, "decay_biases": decay_biases}
+    )
+    optimizer = module.configure_optimizers()
+    decay = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+    # Each of the 16 parameters in exactly one group.
+    assert sum(len(group["params"]) for group in optimizer.param_groups) == len(decay) == 16
+    for name, p in module.named_parameters():  # the biases are the 1-d parameters of conv and linear layers
+        assert decay[id(p)] == (WD if p.ndim > 1 or decay_biases else 0.0), name

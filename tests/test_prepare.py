@@ -396,6 +396,15 @@ def test_a_store_is_never_reused_for_another_source(tmp_path, form):
     assert prepare(a, store, image_size=32, workers=1, progress_bar=False)["source"]["root"] == str(a)
 
 
+def test_an_unfinished_store_is_never_finished_from_another_source(tmp_path, monkeypatch):
+    """Two samples of other seeds have the same file names and labels, not the same images."""
+    a, b = tiny_sample(tmp_path / "a", seed=1), tiny_sample(tmp_path / "b", seed=2)
+    store = tmp_path / "store"
+    prepare_killed_after(1, monkeypatch, a, store, image_size=32)
+    with pytest.raises(StoreError, match=rf"unfinished store of other images .*{a}.*not of data\.root={b}"):
+        prepare(b, store, image_size=32, workers=1, chunk_size=8, progress_bar=False)
+
+
 def test_a_store_is_never_reused_for_another_sample_spec(tmp_path):
     from alexnet.data.datamodule import ImageNetDataModule
 

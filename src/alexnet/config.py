@@ -94,6 +94,7 @@ class OptimConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    decay_biases: bool = False
     lr_factor: float = 0.1
     patience: int = 5
     max_drops: int = 3

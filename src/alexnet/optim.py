@@ -48,9 +48,25 @@ class PaperSGD(Optimizer):
         return loss
 
 
-def build_optimizer(params, rule: str, lr: float, momentum: float, weight_decay: float) -> Optimizer:
+def param_groups(named_parameters, weight_decay: float, decay_biases: bool) -> list[dict]:
+    """Two groups, "weights" and "biases" (always both, so that logs name them the same whatever the setting).
+    Section 5's rule decays "weight w"; cuda-convnet and Caffe's bvlc_alexnet decay no biases
+    (optim.decay_biases=false); true decays every parameter."""
+    weights, biases = [], []
+    for name, parameter in named_parameters:
+        (biases if name.endswith("bias") else weights).append(parameter)
+    return [
+        {"params": weights, "weight_decay": weight_decay, "name": "weights"},
+        {"params": biases, "weight_decay": weight_decay if decay_biases else 0.0, "name": "biases"},
+    ]
+
+
+def build_optimizer(
+    named_parameters, rule: str, lr: float, momentum: float, weight_decay: float, decay_biases: bool
+) -> Optimizer:
+    groups = param_groups(named_parameters, weight_decay, decay_biases)
     if rule == "paper":
-        return PaperSGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return PaperSGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if rule == "torch":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     raise ValueError(f"optim.rule must be 'paper' or 'torch', got {rule!r}")

@@ -217,12 +217,14 @@ def _open_progress(store_dir: Path, layout: Layout, settings: dict, source: dict
     listing = _listing(layout)
     if progress_file.is_file():
         progress = json.loads(progress_file.read_text())
-        if progress.get("listing") == listing and progress["settings"] == settings:
-            return {**progress, "source": source}
+        same_source = "source" in progress and _identity(progress["source"]) == _identity(source)
+        if same_source and progress.get("listing") == listing and progress["settings"] == settings:
+            return progress
         raise StoreError(
             f"data.store_dir={store_dir} holds an unfinished store of other images or settings "
             f"({describe_source(progress['source']) if 'source' in progress else 'another version'}, "
-            f"{progress['settings']}). Delete {store_dir} or choose another data.store_dir."
+            f"{progress['settings']}), not of data.root={describe_source(source)}. Delete {store_dir} or choose "
+            "another data.store_dir."
         )
     if any(store_dir.iterdir()):
         raise StoreError(f"data.store_dir={store_dir} is not empty and holds no store: choose an empty or new folder.")
