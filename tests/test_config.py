@@ -36,6 +36,7 @@ def test_full_experiment_is_the_paper_run(compose):
     assert data["sample"] is None and data["crops_flips"] and data["mean_subtraction"]
     assert (optim["lr"], optim["momentum"], optim["weight_decay"], optim["lr_factor"]) == (0.01, 0.9, 0.0005, 0.1)
     assert optim["max_drops"] == 3 and cfg.trainer.max_epochs == 90
+    assert optim["decay_biases"] is False  # Section 5 decays weights (docs/paper-notes.md)
     assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
 
 

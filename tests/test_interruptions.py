@@ -19,8 +19,14 @@ FAST = [*FAST_RUN, "hydra.run.dir=run"]
 
 
 def start(tmp_path, *overrides):
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    command = [sys.executable, str(ROOT / "src" / "train.py"), *FAST, *overrides]
+    # recorders.FirstStep appends where each fit's training started to first_steps.txt.
+    path = os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": path}
+    record = [
+        "+callbacks.first_step._target_=recorders.FirstStep",
+        f"+callbacks.first_step.path={tmp_path}/first_steps.txt",
+    ]
+    command = [sys.executable, str(ROOT / "src" / "train.py"), *FAST, *record, *overrides]
     return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -39,13 +45,14 @@ def test_sigkill_mid_run_then_ckpt_path_last_finishes_the_configured_epochs(tmp_
     wait_for(last, process)
     time.sleep(1.0)  # somewhere in the following epochs, perhaps in the middle of a save
     process.send_signal(signal.SIGKILL)
-    process.wait()
+    assert process.wait() == -signal.SIGKILL, "the run was killed, not finished"
     killed_at = torch.load(last, map_location="cpu", weights_only=False)["global_step"]  # loads: not torn
     resumed = start(tmp_path, "trainer.max_epochs=15", "ckpt_path=last")
     assert resumed.wait(timeout=600) == 0, resumed.stdout.read().decode()[-3000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["epochs"] == 15 and results["steps"] == 15 * 4
-    assert killed_at >= 4
+    # The resumed process trained from the checkpoint the kill left, not from scratch.
+    assert (tmp_path / "first_steps.txt").read_text().split("\n")[:2] == ["0 0", f"{killed_at} {killed_at // 4}"]
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import torch
 from alexnet import training
 from alexnet.training import train
 from fast_run import FAST
+from recorders import FirstStep
 
 ROOT = Path(__file__).parents[1]
 
@@ -34,7 +35,14 @@ def test_fit_evaluates_and_writes_results(compose, tmp_path):
     assert "last.ckpt" in checkpoints and any(name.startswith("best-epoch") for name in checkpoints)
     with (tmp_path / "run" / "csv" / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
-    for column in ("train/loss", "train/top1_err", "train/top5_err", "val/top1_err", "val/top5_err", "lr-PaperSGD"):
+    for column in (
+        "train/loss",
+        "train/top1_err",
+        "train/top5_err",
+        "val/top1_err",
+        "val/top5_err",
+        "lr-PaperSGD/weights",
+    ):
         assert column in rows[0]
     (final,) = [row for row in rows if row["final/top1_err_10crop"]]  # logged once, for dashboards
     for key in ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop"):
@@ -47,21 +55,6 @@ def test_training_reads_a_jpeg_store_decoding_each_batch_where_it_trains(compose
     manifest = json.loads((Path(results["store_dir"]) / "manifest.json").read_text())
     assert manifest["settings"]["format"] == "jpeg" and not list(Path(results["store_dir"]).glob("*_images.npy"))
     assert results["steps"] == 35 // 8 and 0.0 <= results["top1_err_10crop"] <= 1.0
-
-
-class FirstStep(L.Callback):
-    """The global step and epoch of each fit's first training batch: where training really started."""
-
-    def __init__(self):
-        self.starts, self._new_fit = [], False
-
-    def on_train_start(self, trainer, pl_module):
-        self._new_fit = True
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if self._new_fit:
-            self.starts.append((trainer.global_step, trainer.current_epoch))
-            self._new_fit = False
 
 
 def add_callback(monkeypatch, callback: L.Callback) -> None:
@@ -156,8 +149,10 @@ def test_smoke_experiment_runs_end_to_end_far_below_chance(tmp_path):
 def test_learning_rate_is_divided_by_10_when_val_error_stalls_three_times_at_most():
     from alexnet.module import AlexNetModule
 
-    optim = {"rule": "paper", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
-    module = AlexNetModule({"num_classes": 10}, {**optim, "lr_factor": 0.1, "patience": 1, "max_drops": 3})
+    optim = {"rule": "paper", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "decay_biases": False}
+    module = AlexNetModule(
+        {"num_classes": 10, "input_size": 67}, {**optim, "lr_factor": 0.1, "patience": 1, "max_drops": 3}
+    )
     optimizer = module.configure_optimizers()
     lrs = []
     for error in [0.9, 0.8, 0.7] + [0.7] * 20:

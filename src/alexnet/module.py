@@ -77,7 +77,9 @@ class AlexNetModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.optim
-        optimizer = build_optimizer(self.parameters(), o["rule"], o["lr"], o["momentum"], o["weight_decay"])
+        optimizer = build_optimizer(
+            self.named_parameters(), o["rule"], o["lr"], o["momentum"], o["weight_decay"], o["decay_biases"]
+        )
         # Section 5: divide by 10 when the validation error stops improving, three times in all (the floor
         # at lr * factor^max_drops is what stops a fourth division).
         self.plateau = ReduceLROnPlateau(

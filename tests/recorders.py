@@ -1,0 +1,28 @@
+"""Callbacks that record what a training run did, for tests in this process or in a subprocess."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+
+
+class FirstStep(L.Callback):
+    """The global step and epoch of each fit's first training batch: where training really started. With
+    `path`, each is also appended to that file as "step epoch", for runs in another process."""
+
+    def __init__(self, path: str | None = None):
+        self.starts: list[tuple[int, int]] = []
+        self.path = Path(path) if path else None
+        self._new_fit = False
+
+    def on_train_start(self, trainer, pl_module):
+        self._new_fit = True
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self._new_fit:
+            self.starts.append((trainer.global_step, trainer.current_epoch))
+            self._new_fit = False
+            if self.path is not None:
+                with self.path.open("a") as f:
+                    f.write(f"{trainer.global_step} {trainer.current_epoch}\n")
