@@ -25,6 +25,7 @@ def test_full_experiment_is_the_paper_run(compose):
         "lrn_convention": "paper",
         "overlap_pool": True,
         "dropout": 0.5,
+        "dropout_scaling": "paper",
         "columns": 2,
         "placement": "grouped",
         "devices": ["cuda:0", "cuda:1"],

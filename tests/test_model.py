@@ -121,6 +121,7 @@ FLAGS = {
     "lrn_convention=code": ({"lrn_convention": "code"}, {"conv1", "conv2"}),
     "overlap_pool=false": ({"overlap_pool": False}, {"conv1", "conv2", "conv5"}),
     "dropout=0": ({"dropout": 0.0}, {"fc6", "fc7"}),
+    "dropout_scaling=inverted": ({"dropout_scaling": "inverted"}, {"fc6", "fc7"}),
     # conv5 keeps its 256 kernels but now sees one column of 192 maps instead of two of 192.
     "columns=1": ({"columns": 1}, {"conv1", "conv2", "conv3", "conv4", "conv5"}),
     "remove_conv=3": ({"remove_conv": 3}, {"conv3", "conv4"}),  # conv4 then sees conv2's 256 maps
@@ -187,23 +188,28 @@ def test_non_overlapping_pooling_is_2x2_stride_2_with_the_same_sizes():
     assert sum(p.numel() for p in model.parameters()) == 60_965_224
 
 
+@pytest.mark.parametrize("scaling", ["paper", "inverted"])
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
-def test_dropout_zeroes_the_outputs_of_fc6_and_fc7_in_training_only(activation):
+def test_dropout_zeroes_the_outputs_of_fc6_and_fc7_and_scales_as_configured(activation, scaling):
     """Section 4.2: "setting to zero the output of each hidden neuron with probability 0.5", after the
-    nonlinearity of fc6 and fc7 (tanh tells "after" from "before"; ReLU would not)."""
+    nonlinearity of fc6 and fc7 (tanh tells "after" from "before"; ReLU would not). "paper": kept outputs
+    unchanged in training, every output x0.5 at test time; "inverted" (nn.Dropout): kept outputs x2 in
+    training, nothing at test time."""
     torch.manual_seed(0)
-    model = AlexNet(input_size=SMALL, num_classes=10, activation=activation)
+    model = AlexNet(input_size=SMALL, num_classes=10, activation=activation, dropout_scaling=scaling)
     act = torch.tanh if activation == "tanh" else F.relu
+    train_scale, test_scale = (1.0, 0.5) if scaling == "paper" else (2.0, 1.0)
     x = torch.randn(4, 3, SMALL, SMALL) * 50
     with torch.no_grad():
         h = torch.flatten(model.conv5(model.conv4(model.conv3(model.conv2(model.conv1(x))))), 1)
         torch.manual_seed(1)  # the masks, drawn in the order the network draws them: fc6's, then fc7's
-        keep6, keep7 = (F.dropout(torch.ones(4, 4096), 0.5, training=True) for _ in range(2))
+        keep6, keep7 = (F.dropout(torch.ones(4, 4096), 0.5, training=True) > 0 for _ in range(2))
         h6 = act(model.fc6.fc(h))
-        h7 = act(model.fc7.fc(h6 * keep6))
+        h7 = act(model.fc7.fc(h6 * keep6 * train_scale))
         torch.manual_seed(1)
-        torch.testing.assert_close(model.train()(x), model.fc8(h7 * keep7))
-        torch.testing.assert_close(model.eval()(x), model.fc8(act(model.fc7.fc(h6))))
+        torch.testing.assert_close(model.train()(x), model.fc8(h7 * keep7 * train_scale))
+        expected = model.fc8(act(model.fc7.fc(h6 * test_scale)) * test_scale)
+        torch.testing.assert_close(model.eval()(x), expected)
     drops = {n: m.p for n, m in model.named_modules() if isinstance(m, nn.Dropout)}
     assert drops == {"fc6.dropout": 0.5, "fc7.dropout": 0.5}
     assert not any(isinstance(m, nn.Dropout) for m in meta(dropout=0.0).modules())
@@ -275,6 +281,7 @@ def test_initialisation_of_every_layer(init, std, bias):
         ({"remove_conv": 2}, "model.remove_conv"),
         ({"lrn_convention": "caffe"}, "model.lrn_convention"),
         ({"dropout": 1.0}, "model.dropout"),
+        ({"dropout_scaling": "train"}, "model.dropout_scaling"),
         ({"input_size": 60}, "crop_size"),
     ],
 )

@@ -34,6 +34,11 @@ class Init(str, Enum):
     caffe = "caffe"
 
 
+class DropoutScaling(str, Enum):
+    paper = "paper"
+    inverted = "inverted"
+
+
 class Rule(str, Enum):
     paper = "paper"
     torch = "torch"
@@ -52,6 +57,7 @@ class ModelConfig:
     lrn_convention: LRNConvention = LRNConvention.paper
     overlap_pool: bool = True
     dropout: float = 0.5
+    dropout_scaling: DropoutScaling = DropoutScaling.paper
     columns: int = 2
     placement: Placement = Placement.grouped
     devices: list[str] = field(default_factory=lambda: ["cuda:0", "cuda:1"])

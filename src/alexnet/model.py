@@ -30,6 +30,7 @@ PLACEMENTS = ("grouped", "split")
 # connected hidden layers, [initialised] with the constant 1".
 BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")
 INITS = ("paper", "caffe")
+DROPOUT_SCALINGS = ("paper", "inverted")
 
 
 @dataclass(frozen=True)
@@ -95,15 +96,23 @@ class _Stage(nn.Module):
 
 
 class _Hidden(nn.Module):
-    """fc6 or fc7: linear, activation, dropout."""
+    """fc6 or fc7: linear, activation, dropout. Section 4.2 ("paper") keeps the surviving outputs as they are in
+    training and multiplies all outputs by 1 - p (0.5) at test time: nn.Dropout's scaling by 1 / (1 - p) in
+    training, times 1 - p always. "inverted" is nn.Dropout alone: the same in expectation, but fc7 and fc8 see
+    inputs twice as large in training."""
 
-    def __init__(self, fc: nn.Linear, act: nn.Module, dropout: float):
+    def __init__(self, fc: nn.Linear, act: nn.Module, dropout: float, scaling: str):
         super().__init__()
         self.fc, self.act = fc, act
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.keep = 1.0 - dropout if scaling == "paper" else 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.act(self.fc(x)))
+        h = self.dropout(self.act(self.fc(x)))
+        return h * self.keep if self.keep != 1.0 else h
+
+    def extra_repr(self) -> str:
+        return f"keep={self.keep}"
 
 
 class AlexNet(nn.Module):
@@ -117,6 +126,7 @@ class AlexNet(nn.Module):
         lrn_convention: str = "paper",
         overlap_pool: bool = True,
         dropout: float = 0.5,
+        dropout_scaling: str = "paper",
         columns: int = 2,
         placement: str = "grouped",
         devices: list[str] | tuple[str, ...] | None = None,
@@ -137,6 +147,8 @@ class AlexNet(nn.Module):
             raise ValueError("model.placement=split needs model.columns=2: there is one column to place")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {dropout!r}")
+        if dropout_scaling not in DROPOUT_SCALINGS:
+            raise ValueError(f"model.dropout_scaling must be one of {DROPOUT_SCALINGS}, got {dropout_scaling!r}")
         if init not in INITS:
             raise ValueError(f"model.init must be one of {INITS}, got {init!r}")
         self.placement, self.columns = placement, columns
@@ -146,6 +158,9 @@ class AlexNet(nn.Module):
             raise ValueError(f"model.placement=split needs two model.devices, got {list(devices or [])}")
         pool_kernel = 3 if overlap_pool else 2
         side = feature_size(input_size, self.specs, pool_kernel)
+
+        def hidden(fc: nn.Linear) -> _Hidden:
+            return _Hidden(fc, ACTIVATIONS[activation](), dropout, dropout_scaling)
 
         def build(parts: int, part: int | None) -> dict[str, nn.Module]:
             """The layers of all columns (part=None, grouped) or of column `part` (split into `parts`)."""
@@ -165,8 +180,8 @@ class AlexNet(nn.Module):
                 layers[spec.name] = _Stage(conv, ACTIVATIONS[activation](), norm, pool)
                 in_channels = spec.out_channels
             width = FC_WIDTH if part is None else FC_WIDTH // parts
-            layers["fc6"] = _Hidden(nn.Linear(in_channels * side * side, width), ACTIVATIONS[activation](), dropout)
-            layers["fc7"] = _Hidden(nn.Linear(FC_WIDTH, width), ACTIVATIONS[activation](), dropout)
+            layers["fc6"] = hidden(nn.Linear(in_channels * side * side, width))
+            layers["fc7"] = hidden(nn.Linear(FC_WIDTH, width))
             return layers
 
         if placement == "grouped":
