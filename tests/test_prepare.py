@@ -365,7 +365,9 @@ def test_opening_a_store_with_a_file_of_the_wrong_size_or_missing_is_refused(jpe
         Store.open(store)
 
 
+@pytest.mark.slow
 def test_the_verify_command_exits_non_zero_naming_what_changed(sample_store, copy_of, tmp_path):
+    """src/prepare.py verify=true, as a user runs it (a process of its own: seconds to start)."""
     store = copy_of(sample_store)
     header = np.load(store / "val_images.npy", mmap_mode="r").offset
     flip_bit(store / "val_images.npy", header + 3 * 256 * 256 * 3)  # the first byte of slot 3
