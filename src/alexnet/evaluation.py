@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pickle
 import time
 from pathlib import Path
 
@@ -13,11 +14,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
+from alexnet.checks import check
 from alexnet.config import plain
 from alexnet.data.datamodule import ImageNetDataModule
+from alexnet.errors import CheckpointError, ConfigError
 from alexnet.metrics import TopKError
 from alexnet.module import MONITOR, AlexNetModule, module_from_checkpoint
-from alexnet.results import provenance, write_results
+from alexnet.results import errors_line, provenance, write_results
 
 
 class Ensemble(L.LightningModule):
@@ -51,22 +54,72 @@ def evaluate(trainer: L.Trainer, module: L.LightningModule, datamodule: ImageNet
     return results
 
 
+def given_overrides() -> dict[str, str]:
+    """The key=value overrides given on the command line (or to compose), by key."""
+    if not HydraConfig.initialized():
+        return {}
+    given = {}
+    for override in HydraConfig.get().overrides.task:
+        key, sep, value = override.partition("=")
+        if sep:
+            given[key.lstrip("+~")] = value
+    return given
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        raise CheckpointError(
+            f"ckpt_path: cannot read {path} ({error}): give a checkpoint that train.py wrote."
+        ) from error
+
+
+def _contradictions(cfg: DictConfig, paths: list[str], checkpoints: list[dict], given: dict[str, str]) -> list[str]:
+    """Explicit model.* and crop overrides that differ from what a checkpoint's network was trained as."""
+    model = plain(cfg.model)
+    found = []
+    for path, checkpoint in zip(paths, checkpoints, strict=True):
+        trained = checkpoint["hyper_parameters"]["model"]
+        for key in given:
+            name = key.removeprefix("model.")
+            if key.startswith("model.") and name in trained and model.get(name) != trained[name]:
+                found.append(f"{key}={model.get(name)} but {path} was trained with {key}={trained[name]}")
+        if "data.crop_size" in given and cfg.data.crop_size != trained["input_size"]:
+            found.append(
+                f"data.crop_size={cfg.data.crop_size} but {path} was trained on {trained['input_size']}-pixel crops"
+            )
+    return found
+
+
 def evaluate_checkpoints(cfg: DictConfig) -> dict:
+    """eval.py: the networks the checkpoints were trained as, on the data their run used (the checkpoint's data
+    settings; data.* keys given on the command line override them), on the accelerator the machine has."""
     started = time.time()
-    paths = list(cfg.ckpt_paths) or ([cfg.ckpt_path] if cfg.ckpt_path else [])
+    check(cfg)
+    paths = [str(p) for p in cfg.ckpt_paths] or ([str(cfg.ckpt_path)] if cfg.ckpt_path else [])
     if not paths:
-        raise ValueError("Give ckpt_path=FILE, or ckpt_paths=[FILE,FILE,...] for an ensemble.")
-    missing = [p for p in paths if not Path(p).is_file()]
-    if missing:
-        raise FileNotFoundError(f"ckpt_path: no checkpoint at {missing}")
-    checkpoints = [torch.load(p, map_location="cpu", weights_only=False) for p in paths]  # each read once
-    members = [module_from_checkpoint(checkpoint) for checkpoint in checkpoints]
+        raise ConfigError("Give ckpt_path=FILE, or ckpt_paths=[FILE,FILE,...] for an ensemble.")
+    checkpoints = [read_checkpoint(p) for p in paths]  # each read once
+    given = given_overrides()
+    contradictions = _contradictions(cfg, paths, checkpoints, given)
+    if contradictions:
+        raise CheckpointError(
+            "eval.py builds each network as its checkpoint was trained; these overrides contradict it:\n  "
+            + "\n  ".join(contradictions)
+            + "\nDrop them (the checkpoint's settings are used), or evaluate a checkpoint trained with them."
+        )
+    members = [module_from_checkpoint(checkpoint, one_device=True) for checkpoint in checkpoints]
     module = members[0] if len(members) == 1 else Ensemble(members)
-    datamodule = ImageNetDataModule(**plain(cfg.data), seed=cfg.seed)
+    data = {**checkpoints[0].get("datamodule_hyper_parameters", {})} or {**plain(cfg.data), "seed": cfg.seed}
+    data.update({key.removeprefix("data."): value for key, value in plain(cfg.data).items() if f"data.{key}" in given})
+    datamodule = ImageNetDataModule(**data)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     results = evaluate(trainer, module, datamodule)
     results.update(
-        checkpoints=[str(p) for p in paths],
+        checkpoints=paths,
+        model=dict(checkpoints[0]["hyper_parameters"]["model"]),
+        data=data,
         store_dir=str(datamodule.store_dir.resolve()),
         num_classes=members[0].net.fc8.out_features,
         epochs=max(c["epoch"] for c in checkpoints),
@@ -77,4 +130,5 @@ def evaluate_checkpoints(cfg: DictConfig) -> dict:
     )
     path = write_results(cfg.paths.output_dir, results)
     print(f"results: {path}")
+    print(errors_line(results))
     return results

@@ -14,7 +14,8 @@ from alexnet.atomic import atomic_write_json
 from alexnet.data.store import Store, file_digest
 
 FILENAME = "results.json"
-REQUIRED = ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop", "num_classes", "epochs", "steps")
+ERRORS = ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop")  # the paper's numbers: 1 and 10 crops
+REQUIRED = (*ERRORS, "num_classes", "epochs", "steps")
 PACKAGES = ("torch", "lightning", "torchvision", "torchmetrics", "hydra-core", "numpy")
 
 
@@ -25,6 +26,11 @@ def write_results(run_dir: str | Path, results: dict) -> Path:
     path = Path(run_dir) / FILENAME
     atomic_write_json(path, results)
     return path
+
+
+def errors_line(results: dict) -> str:
+    """The four error rates as train.py and eval.py print them."""
+    return "  ".join(f"{key}={results[key]:.4f}" for key in ERRORS)
 
 
 def read_results(path: str | Path) -> dict:

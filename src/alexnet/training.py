@@ -21,7 +21,7 @@ from alexnet.data.store import Store
 from alexnet.evaluation import evaluate
 from alexnet.model import AlexNet
 from alexnet.module import MONITOR, AlexNetModule
-from alexnet.results import provenance, write_results
+from alexnet.results import ERRORS, errors_line, provenance, write_results
 from alexnet.runtime import keep_freed_memory
 
 
@@ -107,7 +107,7 @@ def train(cfg: DictConfig) -> dict:
         best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
         results.update(evaluate(trainer, module, datamodule, best))
         results["checkpoint"] = best
-        final = {f"final/{key}": results[key] for key in ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop")}
+        final = {f"final/{key}": results[key] for key in ERRORS}
         for logger in loggers:  # one number per run, for the dashboard's bar charts and runs table
             logger.log_metrics(final, step=trainer.global_step)
             logger.save()
@@ -123,11 +123,7 @@ def train(cfg: DictConfig) -> dict:
         path = write_results(output_dir, results) if cfg.evaluate else None
         if path is not None:
             print(f"results: {path}")
-            print(
-                "  ".join(
-                    f"{k}={results[k]:.4f}" for k in ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop")
-                )
-            )
+            print(errors_line(results))
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             logger.experiment.finish()  # so that the next job of a multirun gets its own wandb run

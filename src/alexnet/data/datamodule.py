@@ -104,6 +104,7 @@ class ImageNetDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        self.save_hyperparameters()  # in every checkpoint: eval.py reads the run's data settings from it
         if crop_size > image_size:
             raise ValueError(f"data.crop_size={crop_size} is larger than data.image_size={image_size}")
         if val_crops not in (1, 10):
