@@ -17,6 +17,7 @@ from fast_run import FAST
 from recorders import FirstStep
 
 ROOT = Path(__file__).parents[1]
+NO_CHECKPOINTS = ["callbacks.best=null", "callbacks.last=null"]  # for tests that read no checkpoint: saves are slow
 
 
 def read_checkpoint(path):
@@ -50,7 +51,7 @@ def test_fit_evaluates_and_writes_results(compose, tmp_path):
 
 
 def test_training_reads_a_jpeg_store_decoding_each_batch_where_it_trains(compose, tmp_path):
-    cfg = compose(*FAST, "trainer.max_epochs=1", "data.store_format=jpeg")
+    cfg = compose(*FAST, *NO_CHECKPOINTS, "trainer.max_epochs=1", "data.store_format=jpeg")
     results = train(cfg)
     manifest = json.loads((Path(results["store_dir"]) / "manifest.json").read_text())
     assert manifest["settings"]["format"] == "jpeg" and not list(Path(results["store_dir"]).glob("*_images.npy"))
@@ -76,6 +77,7 @@ def test_resume_from_last_starts_at_the_checkpoint_and_equals_an_uninterrupted_r
     first_step = FirstStep()
     add_callback(monkeypatch, first_step)
     fixed = [*FAST, "data.crops_flips=false", "data.pca_lighting=0", "model.dropout=0", "evaluate=false"]
+    fixed.append("callbacks.best=null")  # resuming reads last.ckpt only
     train(compose(*fixed, "trainer.max_epochs=2", run="straight"))
     train(compose(*fixed, "trainer.max_epochs=1", run="resumed"))
     first = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
@@ -94,8 +96,9 @@ def test_resume_from_last_starts_at_the_checkpoint_and_equals_an_uninterrupted_r
 
 
 def test_a_fresh_run_sets_old_checkpoints_aside(compose, tmp_path):
-    train(compose(*FAST, "trainer.max_epochs=1", "evaluate=false"))
-    train(compose(*FAST, "trainer.max_epochs=1", "evaluate=false"))
+    one_step = [*FAST, "trainer.max_epochs=1", "+trainer.limit_train_batches=1", "evaluate=false"]
+    train(compose(*one_step))
+    train(compose(*one_step))
     assert (tmp_path / "run" / "checkpoints.previous-1" / "last.ckpt").is_file()
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
@@ -170,10 +173,10 @@ def test_ensemble_averages_the_members_softmax():
     optim = {"rule": "paper", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "lr_factor": 0.1}
     torch.manual_seed(0)
     members = [
-        AlexNetModule({"num_classes": 5, "input_size": 163}, {**optim, "patience": 1, "max_drops": 3}) for _ in range(3)
+        AlexNetModule({"num_classes": 5, "input_size": 67}, {**optim, "patience": 1, "max_drops": 3}) for _ in range(3)
     ]
     ensemble = Ensemble(members).eval()
-    x = torch.randn(2, 10, 3, 163, 163) * 50  # ten crops per image
+    x = torch.randn(2, 10, 3, 67, 67) * 50  # ten crops per image
     with torch.no_grad():
         expected = torch.stack([m.eval()(x) for m in members]).mean(0)
         torch.testing.assert_close(ensemble(x), expected)
@@ -225,7 +228,15 @@ def test_a_non_finite_loss_stops_training_naming_the_step_and_keeps_good_checkpo
 
 def training_losses(compose, seed: int, run: str, tmp_path) -> list[str]:
     train(
-        compose(*FAST, "trainer.max_epochs=1", "evaluate=false", "trainer.log_every_n_steps=1", f"seed={seed}", run=run)
+        compose(
+            *FAST,
+            *NO_CHECKPOINTS,
+            "trainer.max_epochs=1",
+            "evaluate=false",
+            "trainer.log_every_n_steps=1",
+            f"seed={seed}",
+            run=run,
+        )
     )
     rows = (tmp_path / run / "csv" / "metrics.csv").read_text().splitlines()
     column = rows[0].split(",").index("train/loss")
