@@ -75,16 +75,17 @@ def test_training_batches_get_lighting_evaluation_batches_do_not_and_labels_foll
     sample_root, sample_store
 ):
     # Without random crops and flips a training image is a stored image's centre crop plus one RGB offset
-    # (PCA lighting), which only training adds; evaluation must hand over the bare centre crop. Three epochs,
-    # so that every readable training image is likely drawn, the ones after the unreadable slot included.
+    # (PCA lighting), which only training adds; evaluation, the sanity check's included, must hand over the
+    # bare centre crop. Three epochs, so that every readable training image is likely drawn, the ones after
+    # the unreadable slot included.
     recorder = Recorder()
     data = datamodule(sample_root, sample_store, crops_flips=False)
-    cpu_trainer(max_epochs=3, num_sanity_val_steps=0).fit(recorder, data)
-    assert [stage for stage, _, _ in recorder.batches] == (["train"] * 4 + ["val"] * 2) * 3
+    cpu_trainer(max_epochs=3, num_sanity_val_steps=2).fit(recorder, data)
+    assert [stage for stage, _, _ in recorder.batches] == ["val"] * 2 + (["train"] * 4 + ["val"] * 2) * 3
 
     val_images, val_labels, mean = stored(sample_store, "val")
-    for epoch in range(3):
-        val = recorder.batches[6 * epoch + 4 : 6 * epoch + 6]
+    for start in (0, 6, 12, 18):  # the sanity check, then each epoch's validation
+        val = recorder.batches[start : start + 2]
         torch.testing.assert_close(torch.cat([b for _, b, _ in val]), TF.center_crop(centred(val_images, mean), [227]))
         assert torch.equal(torch.cat([y for _, _, y in val]), val_labels)
 
@@ -111,6 +112,14 @@ def test_ten_crop_evaluation_batches_are_torchvision_ten_crops_of_the_centred_im
     expected = torch.stack([torch.stack(TF.ten_crop(image, [99, 99])) for image in centred(images, mean)])
     torch.testing.assert_close(torch.cat([b for _, b, _ in recorder.batches]), expected)
     assert torch.equal(torch.cat([y for _, _, y in recorder.batches]), labels)
+
+
+def test_without_mean_subtraction_evaluation_gets_the_raw_centre_crop(sample_root, sample_store):
+    recorder = Recorder()
+    cpu_trainer().validate(recorder, datamodule(sample_root, sample_store, crop_size=99, mean_subtraction=False))
+    images, _, _ = stored(sample_store, "val")
+    expected = TF.center_crop(images.permute(0, 3, 1, 2), [99, 99]).float()
+    torch.testing.assert_close(torch.cat([b for _, b, _ in recorder.batches]), expected)
 
 
 def varied(seed: int = 0, **model) -> AlexNetModule:
