@@ -114,6 +114,19 @@ def test_ten_crop_evaluation_batches_are_torchvision_ten_crops_of_the_centred_im
     assert torch.equal(torch.cat([y for _, _, y in recorder.batches]), labels)
 
 
+def test_the_datamodule_passes_its_crop_flip_and_lighting_keys_to_the_augmentation(sample_root, sample_store):
+    images, _, mean = stored(sample_store, "train")
+    centre = TF.center_crop(centred(images[:8], mean), [99, 99])
+    plain = datamodule(sample_root, sample_store, crop_size=99, crops_flips=False, pca_lighting=0.0)
+    plain.setup()
+    torch.testing.assert_close(plain.augment(images[:8], training=True), centre)
+    lit = datamodule(sample_root, sample_store, crop_size=99, crops_flips=False, pca_lighting=0.1)
+    lit.setup()
+    residual = lit.augment(images[:8], training=True) - centre
+    assert residual[:, :, 0, 0].abs().amax(dim=1).gt(1e-3).all(), "every image gets its lighting offset"
+    torch.testing.assert_close(residual, residual[:, :, :1, :1].expand_as(residual))
+
+
 def test_without_mean_subtraction_evaluation_gets_the_raw_centre_crop(sample_root, sample_store):
     recorder = Recorder()
     cpu_trainer().validate(recorder, datamodule(sample_root, sample_store, crop_size=99, mean_subtraction=False))
