@@ -16,9 +16,11 @@ import alexnet.config  # noqa: F401  (registers the schema)
 from alexnet.config import plain
 from alexnet.data.datamodule import ImageNetDataModule
 from alexnet.data.prepare import describe, verify
+from alexnet.errors import user_errors_reported
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="tool")
+@user_errors_reported
 def main(cfg: DictConfig) -> None:
     datamodule = ImageNetDataModule(**plain(cfg.data))
     if cfg.verify:

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from alexnet.errors import DiskFullError
+
+TEMPORARY = ".tmp"  # the suffix of atomic_file's temporaries: ".<name>.<random>.tmp" beside <name>
 
 
 def umask() -> int:
@@ -23,29 +29,58 @@ def umask() -> int:
     return mask
 
 
+class _RecordingFile:
+    """The file handed to the writer, remembering the OSError a write raised: torch.save reports a failed
+    write (a full disk) only as RuntimeError("unexpected pos"), which names neither the cause nor the file."""
+
+    def __init__(self, file) -> None:
+        self._file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self._file, name)
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path):
     """Yields a binary file beside `path`; when the block succeeds it is synced and renamed over `path`.
     The file gets the mode any new file gets (0644 under the usual umask 022), not mkstemp's private 0600, so
-    a teammate can read a store, checkpoint or results.json that someone else wrote."""
+    a teammate can read a store, checkpoint or results.json that someone else wrote. A failed write (a full
+    disk) raises OSError naming `path`, whatever the writer made of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY)
+    recording = None
     try:
         os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as f:
-            yield f
+            recording = _RecordingFile(f)
+            yield recording
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as error:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
-        if error.filename is None:  # a failed write or fsync (a full disk) names no file: name the one written
-            raise OSError(error.errno, error.strerror, str(path)) from error
+        failed = error if isinstance(error, OSError) else getattr(recording, "error", None)
+        if failed is not None and failed.filename is None:  # a failed write or fsync names no file
+            raise OSError(failed.errno, failed.strerror, str(path)) from error
         raise
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Removes what writes into `folder` left when their process was killed (atomic_file's temporaries), at
+    the start of a run, when no write can be under way; returns the files removed."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(f".*{TEMPORARY}")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 @contextlib.contextmanager
@@ -83,5 +118,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, made atomic: a kill during a save leaves the previous checkpoint."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        with atomic_file(path) as f:
-            torch.save(checkpoint, f)
+        try:
+            with atomic_file(path) as f:
+                torch.save(checkpoint, f)
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            free = shutil.disk_usage(Path(path).parent).free
+            raise DiskFullError(
+                f"The disk is full: the checkpoint {path} could not be written ({free / 1e6:,.0f} MB free on its "
+                f"disk). The previous {Path(path).name}, if there was one, is intact. Free space, then resume with "
+                "the same command plus ckpt_path=last."
+            ) from error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import torch
 
 from alexnet.atomic import atomic_write_json
 from alexnet.data.store import Store, file_digest
+from alexnet.errors import DiskFullError
 
 FILENAME = "results.json"
 ERRORS = ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop")  # the paper's numbers: 1 and 10 crops
@@ -24,7 +26,16 @@ def write_results(run_dir: str | Path, results: dict) -> Path:
     if missing:
         raise ValueError(f"results lack {missing}")
     path = Path(run_dir) / FILENAME
-    atomic_write_json(path, results)
+    try:
+        atomic_write_json(path, results)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DiskFullError(
+            f"The disk is full: {path} could not be written; the previous one, if any, is intact. The numbers were "
+            f"{errors_line(results)}; the run's checkpoints are kept: free space and evaluate the best one with "
+            "eval.py."
+        ) from error
     return path
 
 

@@ -14,14 +14,17 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig
 
+from alexnet.atomic import remove_temporaries
+from alexnet.checks import check
 from alexnet.config import plain
 from alexnet.data.datamodule import ImageNetDataModule
 from alexnet.data.prepare import describe_source
 from alexnet.data.store import Store
+from alexnet.errors import ConfigError
 from alexnet.evaluation import evaluate
 from alexnet.model import AlexNet
 from alexnet.module import MONITOR, AlexNetModule
-from alexnet.results import ERRORS, errors_line, provenance, write_results
+from alexnet.results import ERRORS, FILENAME, errors_line, provenance, read_results, write_results
 from alexnet.runtime import keep_freed_memory
 
 
@@ -41,7 +44,7 @@ def num_classes(configured: int | None, store: Store) -> int:
     """model.num_classes: the store's class count when unset; a set value must agree with it."""
     if configured is None or configured == store.num_classes:
         return store.num_classes
-    raise ValueError(
+    raise ConfigError(
         f"model.num_classes={configured}, but the store in data.store_dir={store.root} holds "
         f"{store.num_classes} classes (from {describe_source(store.manifest['source'])}). Set "
         f"model.num_classes={store.num_classes}, or model.num_classes=null to take it from the store; or choose "
@@ -80,8 +83,27 @@ def _set_aside_old_checkpoints(directory: Path) -> None:
         directory.rename(directory.with_name(f"{directory.name}.previous-{n}"))
 
 
+def finished_results(cfg: DictConfig) -> dict | None:
+    """The results of this run directory when ckpt_path=last asks to resume a run that already trained its
+    epochs and wrote results.json: there is nothing left to do."""
+    path = Path(cfg.paths.output_dir) / FILENAME
+    if cfg.ckpt_path != "last" or not path.is_file():
+        return None
+    results = read_results(path)
+    return results if results.get("epochs", 0) >= cfg.trainer.max_epochs else None
+
+
 def train(cfg: DictConfig) -> dict:
     started = time.time()
+    check(cfg)
+    finished = finished_results(cfg)
+    if finished is not None:
+        print(
+            f"This run has finished its {finished['epochs']} epochs: {cfg.paths.output_dir}/{FILENAME} has its "
+            f"results ({errors_line(finished)}). Nothing was changed; raise trainer.max_epochs to train on, or drop "
+            "ckpt_path=last to start afresh."
+        )
+        return finished
     if cfg.trainer.get("accelerator") == "cpu":
         keep_freed_memory()
     L.seed_everything(cfg.seed, workers=True)
@@ -98,6 +120,9 @@ def train(cfg: DictConfig) -> dict:
     checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor == MONITOR), None)
     if trainer.is_global_zero:
         print(run_summary(cfg, datamodule, trainer))
+    if trainer.is_global_zero:
+        for folder in {output_dir, *(Path(c.dirpath) for c in callbacks if isinstance(c, ModelCheckpoint))}:
+            remove_temporaries(folder)  # of writes that a kill interrupted
     if cfg.ckpt_path is None and checkpoint is not None and trainer.is_global_zero:
         _set_aside_old_checkpoints(Path(checkpoint.dirpath))
     trainer.fit(module, datamodule, ckpt_path=cfg.ckpt_path)

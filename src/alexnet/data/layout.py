@@ -27,6 +27,8 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alexnet.errors import UserError
+
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
 DEVKIT_NAME = "ILSVRC2012_devkit_t12"
 TRAIN_ARCHIVE = "ILSVRC2012_img_train.tar"
@@ -39,7 +41,7 @@ ACCEPTED = (
 )
 
 
-class LayoutError(ValueError):
+class LayoutError(UserError, ValueError):
     """data.root does not hold ILSVRC in a form we read; the message says what was found."""
 
 

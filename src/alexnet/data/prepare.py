@@ -49,11 +49,12 @@ from alexnet.data.store import (
     read_manifest,
     wrong_sizes,
 )
+from alexnet.errors import UserError
 
 RESIZE = "shorter side to image_size (PIL bilinear, antialiased; JPEG draft decoding), central crop"
 
 
-class UnreadableImageError(RuntimeError):
+class UnreadableImageError(UserError, RuntimeError):
     """An image could not be decoded and data.strict is set."""
 
 

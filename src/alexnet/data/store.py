@@ -36,6 +36,8 @@ import numpy as np
 import xxhash
 from PIL import Image
 
+from alexnet.errors import UserError
+
 STORE_VERSION = 2  # 2: the manifest holds the source's fingerprint and every file's checksum
 SPLITS = ("train", "val")
 FORMATS = ("raw", "jpeg")
@@ -135,7 +137,7 @@ class JpegReader:
         return os.pread(fd, size, offset)
 
 
-class StoreError(RuntimeError):
+class StoreError(UserError, RuntimeError):
     """The store is missing, incomplete, damaged, or was made from another source or with other settings."""
 
 
