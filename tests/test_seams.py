@@ -203,6 +203,22 @@ def test_crops_flips_off_takes_the_centre_and_keeps_the_lighting():
     assert residual[:, :, 0, 0].abs().amin(dim=1).gt(1e-3).all(), "every image still gets its lighting offset"
 
 
+def test_random_crops_take_every_offset_and_flip_half_the_images():
+    # Pixel (y, x) holds 10 y + x, so a 3x3 crop of a 4x4 image tells its offset and whether it was mirrored.
+    count = 4000
+    grid = (10 * torch.arange(4)[:, None] + torch.arange(4)[None, :]).to(torch.uint8)
+    x = grid[None, :, :, None].expand(count, 4, 4, 3).contiguous()
+    eigval, eigvec = torch.ones(3), torch.eye(3)
+    out = train_batch(x, None, eigval, eigvec, crop=3, lighting_std=0.0, generator=torch.Generator().manual_seed(0))
+    first_row = out[:, 0, 0].long()  # (count, 3)
+    flipped = first_row[:, 0] > first_row[:, 2]
+    top, left = first_row.amin(dim=1) // 10, first_row.amin(dim=1) % 10
+    # Binomial(4000, 1/2) has a standard deviation of 0.008 in the fraction: 0.04 is five of them.
+    assert flipped.float().mean().item() == pytest.approx(0.5, abs=0.04)
+    for offsets in (top, left):
+        assert torch.bincount(offsets, minlength=2).tolist() == pytest.approx([count / 2] * 2, abs=0.04 * count)
+
+
 @pytest.mark.parametrize(("size", "crop"), [(34, 27), (36, 27), (256, 227)])
 def test_centre_crop_rounds_as_torchvision_does(size, crop):
     # (34 - 27) / 2 = 3.5: torchvision rounds half to even (4), a floor would give 3.

@@ -45,6 +45,10 @@ def test_fit_evaluates_and_writes_results(compose, tmp_path):
         "lr-PaperSGD/weights",
     ):
         assert column in rows[0]
+    # The schedule followed the validation error of each epoch of fitting (not the training error).
+    fit_errors = [float(row["val/top1_err"]) for row in rows if row["val/top1_err"] and row["epoch"] in ("0", "1")]
+    plateau = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["lr_plateau"]
+    assert len(fit_errors) == 2 and plateau["best"] == pytest.approx(min(fit_errors)) and plateau["last_epoch"] == 2
     (final,) = [row for row in rows if row["final/top1_err_10crop"]]  # logged once, for dashboards
     for key in ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop"):
         assert float(final[f"final/{key}"]) == pytest.approx(saved[key])
