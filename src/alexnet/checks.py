@@ -49,6 +49,12 @@ RANGES: tuple[tuple[str, Any, str], ...] = (
     ("optim.max_drops", lambda v: v >= 0, "at least 0 (3 in Section 5)"),
     ("trainer.max_epochs", _positive_int, "at least 1 (about 90 in Section 5)"),
     ("trainer.log_every_n_steps", _positive_int, "at least 1"),
+    (
+        "trainer.overfit_batches",
+        lambda v: v == 0,
+        "0: Lightning's overfit_batches swaps in a sampler of single images, and the datamodule reads whole "
+        "batches (debug=limit runs on a few batches instead)",
+    ),
 )
 
 
