@@ -16,15 +16,30 @@ def images(batch=4, size=32, seed=0):
     return torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, generator=g)
 
 
-def test_ten_crops_equal_torchvision_ten_crop():
-    x = images(3, 32)
-    mean = torch.rand(32, 32, 3) * 255
-    got = eval_batch(x, mean, crop=27, ten_crop=True)
-    assert got.shape == (3, 10, 3, 27, 27)
+def ten_crops_by_hand(image: torch.Tensor, c: int) -> torch.Tensor:
+    """Section 4.1: "the four corner patches and the center patch as well as their horizontal reflections",
+    in torchvision's TenCrop order; (H, W, 3) -> (10, 3, c, c). The centre is torchvision's (rounded half to even)."""
+    h, w = image.shape[:2]
+    top, left = round((h - c) / 2), round((w - c) / 2)
+    corners = [(0, 0), (0, w - c), (h - c, 0), (h - c, w - c), (top, left)]
+    crops = [image[y : y + c, x : x + c] for y, x in corners]
+    mirrored = image.flip(1)  # a reflection's corners are the mirrored image's corners
+    crops += [mirrored[y : y + c, x : x + c] for y, x in corners]
+    return torch.stack(crops).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("size,crop", [(32, 27), (33, 27), (256, 227)])
+def test_ten_crops_are_the_corners_the_centre_and_their_reflections_per_image(size, crop):
+    x = images(3, size)
+    mean = torch.rand(size, size, 3) * 255
+    got = eval_batch(x, mean, crop=crop, ten_crop=True)
+    assert got.shape == (3, 10, 3, crop, crop)
+    assert got.flatten(0, 1).is_contiguous(memory_format=torch.channels_last)  # what the network gets
     for b in range(3):
-        chw = (x[b].float() - mean).permute(2, 0, 1)
-        expected = torch.stack(TF.ten_crop(chw, [27, 27]))
-        torch.testing.assert_close(got[b], expected)
+        torch.testing.assert_close(got[b], ten_crops_by_hand(x[b].float() - mean, crop))
+        torch.testing.assert_close(
+            got[b], torch.stack(TF.ten_crop((x[b].float() - mean).permute(2, 0, 1), [crop, crop]))
+        )
 
 
 @pytest.mark.parametrize("size,crop", [(32, 27), (256, 227), (256, 224), (33, 27)])

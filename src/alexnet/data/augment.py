@@ -8,6 +8,7 @@ memory, mean image subtracted (raw centred RGB, 0-255 scale, as in Section 2), o
 from __future__ import annotations
 
 import torch
+import torchvision.transforms.v2.functional as TF
 
 
 def centre_offset(size: int, crop: int) -> int:
@@ -109,21 +110,16 @@ def train_batch(
     )  # (B, 3, crop, crop), channels_last in memory
 
 
-def _five_crops(images: torch.Tensor, crop: int) -> list[torch.Tensor]:
-    """torchvision's five_crop order: top-left, top-right, bottom-left, bottom-right, centre."""
-    height, width = images.shape[1], images.shape[2]
-    top, left = centre_offset(height, crop), centre_offset(width, crop)
-    corners = [(0, 0), (0, width - crop), (height - crop, 0), (height - crop, width - crop), (top, left)]
-    return [images[:, y : y + crop, x : x + crop] for y, x in corners]
-
-
 def eval_batch(images: torch.Tensor, mean: torch.Tensor | None, crop: int, ten_crop: bool) -> torch.Tensor:
     """The central crop, (B, 3, c, c); or torchvision's TenCrop (the five crops, then the five crops of the
-    flipped image), (B, 10, 3, c, c). The mean image is subtracted before cropping."""
+    flipped image), (B, 10, 3, c, c), channels_last in memory like the training batches. The mean image is
+    subtracted before cropping."""
     centred = images.float()
     if mean is not None:
         centred -= mean
+    planar = centred.permute(0, 3, 1, 2)  # (B, 3, S, S), a view: torchvision's crops take batches as they are
     if not ten_crop:
-        return _five_crops(centred, crop)[4].permute(0, 3, 1, 2)
-    crops = _five_crops(centred, crop) + _five_crops(centred.flip(2), crop)
-    return torch.stack(crops, dim=1).permute(0, 1, 4, 2, 3)  # (B, 10, 3, c, c)
+        return TF.center_crop(planar, [crop, crop])
+    crops = TF.five_crop(planar, [crop, crop]) + TF.five_crop(TF.horizontal_flip(planar), [crop, crop])
+    # Stacked as (B, 10, c, c, 3), so each crop stays channels_last (torch.stack of the planar views would not).
+    return torch.stack([c.permute(0, 2, 3, 1) for c in crops], dim=1).permute(0, 1, 4, 2, 3)
