@@ -17,7 +17,7 @@
 manifest.json records what the store was made from (`source`: data.root resolved, and a cheap fingerprint of it
 or the sample's spec) and every file's size and xxh3-128 checksum (`files`); the raw images are checked per
 slot against the digests file instead, so a changed byte is traced to its image. Opening a store compares the
-sizes (cheap); `prepare.verify` reads every byte.
+sizes (cheap); `python src/prepare.py data.store_dir=... verify=true` (alexnet.data.prepare.verify) reads every byte.
 
 Raw uint8 is the default for the loader: reading a raw image is a memory copy, which keeps CPU work per
 image near zero. JPEG is 8-10x smaller on disk (22 GB for ILSVRC's training set instead of 252 GB) and is
