@@ -20,8 +20,6 @@ from alexnet.summary import format_table, layer_rows
 @user_errors_reported
 def main(cfg: DictConfig) -> None:
     model_cfg = plain(cfg.model)
-    if model_cfg["placement"] == "grouped":
-        model_cfg["devices"] = None
     model = AlexNet(**model_cfg)
     print(format_table(layer_rows(model, model_cfg["input_size"])))
 

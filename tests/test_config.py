@@ -28,7 +28,7 @@ def test_full_experiment_is_the_paper_run(compose):
         "dropout_scaling": "paper",
         "columns": 2,
         "placement": "grouped",
-        "devices": ["cuda:0", "cuda:1"],
+        "devices": None,  # one device: trainer=two_gpu gives each column its own
         "remove_conv": None,
         "input_size": 227,
         "init": "paper",

@@ -101,10 +101,10 @@ def _disagreements(cfg: DictConfig) -> list[str]:
                 "is built for the crops it gets; leave model.input_size unset)"
             )
     if model is not None:
-        if model.placement == "split" and (model.columns != 2 or len(model.devices) != 2):
+        if model.placement == "split" and (model.columns != 2 or len(model.devices or []) != 2):
             found.append(
                 f"model.placement=split needs model.columns=2 and two model.devices, got columns={model.columns} "
-                f"and devices={list(model.devices)}"
+                f"and devices={list(model.devices or [])}"
             )
         if model.columns in (1, 2) and model.remove_conv in (None, 3, 4, 5) and model.input_size >= 1:
             pool = 3 if model.overlap_pool else 2

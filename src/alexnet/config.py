@@ -11,7 +11,7 @@ from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 
 
 class Activation(str, Enum):
@@ -49,93 +49,97 @@ class StoreFormat(str, Enum):
     jpeg = "jpeg"
 
 
+# The schema holds types and choices only: every default is stated once, with its reason, in the YAML under
+# conf/ (model/alexnet.yaml, data/imagenet.yaml, config.yaml, ...), where users look for it.
+
+
 @dataclass
 class ModelConfig:
-    num_classes: int | None = None  # None: as many as the prepared store holds
-    activation: Activation = Activation.relu
-    lrn: bool = True
-    lrn_convention: LRNConvention = LRNConvention.paper
-    overlap_pool: bool = True
-    dropout: float = 0.5
-    dropout_scaling: DropoutScaling = DropoutScaling.paper
-    columns: int = 2
-    placement: Placement = Placement.grouped
-    devices: list[str] = field(default_factory=lambda: ["cuda:0", "cuda:1"])
-    remove_conv: int | None = None
-    input_size: int = 227
-    init: Init = Init.paper
+    num_classes: int | None = MISSING
+    activation: Activation = MISSING
+    lrn: bool = MISSING
+    lrn_convention: LRNConvention = MISSING
+    overlap_pool: bool = MISSING
+    dropout: float = MISSING
+    dropout_scaling: DropoutScaling = MISSING
+    columns: int = MISSING
+    placement: Placement = MISSING
+    devices: list[str] | None = MISSING
+    remove_conv: int | None = MISSING
+    input_size: int = MISSING
+    init: Init = MISSING
 
 
 @dataclass
 class SampleConfig:
-    classes: int = 10
-    train_per_class: int = 40
-    val_per_class: int = 10
-    seed: int = 0
-    scale: float = 1.0
+    classes: int = MISSING
+    train_per_class: int = MISSING
+    val_per_class: int = MISSING
+    seed: int = MISSING
+    scale: float = MISSING
 
 
 @dataclass
 class DataConfig:
-    root: str = "???"
-    store_dir: str = "???"
-    store_format: StoreFormat = StoreFormat.raw
-    image_size: int = 256
-    crop_size: int = 227
-    crops_flips: bool = True
-    pca_lighting: float = 0.1
-    mean_subtraction: bool = True
-    val_crops: int = 1
-    batch_size: int = 128
-    eval_batch_size: int = 128
-    num_workers: int = 4
-    prepare_workers: int | None = None
-    strict: bool = False
-    sample: SampleConfig | None = None
+    root: str = MISSING
+    store_dir: str = MISSING
+    store_format: StoreFormat = MISSING
+    image_size: int = MISSING
+    crop_size: int = MISSING
+    crops_flips: bool = MISSING
+    pca_lighting: float = MISSING
+    mean_subtraction: bool = MISSING
+    val_crops: int = MISSING
+    batch_size: int = MISSING
+    eval_batch_size: int = MISSING
+    num_workers: int = MISSING
+    prepare_workers: int | None = MISSING
+    strict: bool = MISSING
+    sample: SampleConfig | None = MISSING
 
 
 @dataclass
 class OptimConfig:
-    rule: Rule = Rule.paper
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    decay_biases: bool = False
-    lr_factor: float = 0.1
-    patience: int = 5
-    max_drops: int = 3
+    rule: Rule = MISSING
+    lr: float = MISSING
+    momentum: float = MISSING
+    weight_decay: float = MISSING
+    decay_biases: bool = MISSING
+    lr_factor: float = MISSING
+    patience: int = MISSING
+    max_drops: int = MISSING
 
 
 @dataclass
 class RuntimeConfig:
-    channels_last: bool = False
-    compile: bool = False
+    channels_last: bool = MISSING
+    compile: bool = MISSING
 
 
 @dataclass
 class PathsConfig:
-    data_dir: str = "data"
-    log_dir: str = "logs"
-    output_dir: str = "???"
+    data_dir: str = MISSING
+    log_dir: str = MISSING
+    output_dir: str = MISSING
 
 
 @dataclass
 class Config:
-    name: str = "run"
-    seed: int = 0
-    ckpt_path: str | None = None
-    ckpt_paths: list[str] = field(default_factory=list)  # eval.py: several checkpoints, averaged
-    evaluate: bool = True
-    verify: bool = False  # prepare.py: check every byte of the store against its checksums
-    tags: list[str] = field(default_factory=list)
+    name: str = MISSING
+    seed: int = MISSING
+    ckpt_path: str | None = MISSING
+    ckpt_paths: list[str] = MISSING
+    evaluate: bool = MISSING
+    verify: bool = MISSING
+    tags: list[str] = MISSING
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
-    trainer: dict[str, Any] = field(default_factory=dict)
-    logger: dict[str, Any] | None = None
-    callbacks: dict[str, Any] | None = None
+    trainer: dict[str, Any] = MISSING
+    logger: dict[str, Any] | None = MISSING
+    callbacks: dict[str, Any] | None = MISSING
 
 
 def run_name(override_dirname: str) -> str:

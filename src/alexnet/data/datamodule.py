@@ -97,7 +97,7 @@ class ImageNetDataModule(L.LightningDataModule):
         val_crops: int = 1,
         batch_size: int = 128,
         eval_batch_size: int = 128,
-        num_workers: int = 4,
+        num_workers: int = 8,
         prepare_workers: int | None = None,
         strict: bool = False,
         sample: dict | None = None,
