@@ -19,8 +19,8 @@ from alexnet.config import plain
 from alexnet.data.datamodule import ImageNetDataModule
 from alexnet.errors import CheckpointError, ConfigError
 from alexnet.metrics import TopKError
-from alexnet.module import MONITOR, AlexNetModule, module_from_checkpoint
-from alexnet.results import errors_line, provenance, write_results
+from alexnet.module import AlexNetModule, module_from_checkpoint
+from alexnet.results import ERRORS, errors_line, provenance, write_results
 
 
 class Ensemble(L.LightningModule):
@@ -33,23 +33,23 @@ class Ensemble(L.LightningModule):
             raise ValueError(f"ckpt_paths: the checkpoints have different numbers of classes {sorted(classes)}")
         self.members = nn.ModuleList(members)
         num_classes = classes.pop()
-        self.val_top1, self.val_top5 = TopKError(num_classes, 1), TopKError(num_classes, 5)
+        self.test_top1, self.test_top5 = TopKError(num_classes, 1), TopKError(num_classes, 5)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return torch.stack([member(images) for member in self.members]).mean(dim=0)
 
-    validation_step = AlexNetModule.validation_step
+    test_step = AlexNetModule.test_step
 
 
 def evaluate(trainer: L.Trainer, module: L.LightningModule, datamodule: ImageNetDataModule, ckpt_path=None) -> dict:
-    """Top-1 and top-5 error on val with the centre crop and with 10 crops."""
+    """Top-1 and top-5 error on val with the centre crop and with 10 crops, by trainer.test: logged as test/...,
+    returned under results.json's names."""
     results = {}
     training_crops = datamodule.val_crops
-    for crops, suffix in ((1, ""), (10, "_10crop")):
+    for crops in (1, 10):
         datamodule.val_crops = crops
-        metrics = trainer.validate(module, datamodule, ckpt_path=ckpt_path, verbose=False)[0]
-        results[f"top1_err{suffix}"] = float(metrics[MONITOR])
-        results[f"top5_err{suffix}"] = float(metrics["val/top5_err"])
+        metrics = trainer.test(module, datamodule, ckpt_path=ckpt_path, verbose=False)[0]
+        results.update({name: float(metrics[f"test/{name}"]) for name in ERRORS if f"test/{name}" in metrics})
     datamodule.val_crops = training_crops
     return results
 

@@ -30,6 +30,7 @@ class AlexNetModule(L.LightningModule):
         classes = self.net.fc8.out_features
         self.train_top1, self.train_top5 = TopKError(classes, 1), TopKError(classes, 5)
         self.val_top1, self.val_top5 = TopKError(classes, 1), TopKError(classes, 5)
+        self.test_top1, self.test_top5 = TopKError(classes, 1), TopKError(classes, 5)
         self.optim = dict(optim)
         self.plateau: ReduceLROnPlateau | None = None
         self._plateau_state: dict | None = None
@@ -66,14 +67,13 @@ class AlexNetModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        images, labels = batch
-        probs = self(images)
-        loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels)
-        self.val_top1.update(probs, labels)
-        self.val_top5.update(probs, labels)
-        self.log("val/loss", loss, sync_dist=True)
-        self.log(MONITOR, self.val_top1, on_epoch=True, prog_bar=True)
-        self.log("val/top5_err", self.val_top5, on_epoch=True)
+        """Each epoch's validation: val/top1_err is the curve the schedule and the best checkpoint follow."""
+        evaluation_step(self, batch, "val", self.val_top1, self.val_top5)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        """The final evaluation (alexnet.evaluation.evaluate): test/top1_err, or test/top1_err_10crop with 10
+        crops, the names results.json gives the same numbers."""
+        evaluation_step(self, batch, "test", self.test_top1, self.test_top5)
 
     def configure_optimizers(self):
         o = self.optim
@@ -108,6 +108,20 @@ class AlexNetModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._plateau_state = checkpoint.get("lr_plateau")
         checkpoint["state_dict"] = prefixed(network_state(checkpoint["state_dict"]))
+
+
+def evaluation_step(module: L.LightningModule, batch, stage: str, top1: TopKError, top5: TopKError) -> None:
+    """Softmax (averaged over the crops of each image), its loss and the top-1/top-5 error, logged per epoch
+    under `stage`/..., with "_10crop" after the name when the batch has 10 crops per image."""
+    images, labels = batch
+    suffix = "_10crop" if stage == "test" and images.ndim == 5 else ""
+    probs = module(images)
+    loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels)
+    top1.update(probs, labels)
+    top5.update(probs, labels)
+    module.log(f"{stage}/loss{suffix}", loss, sync_dist=True)
+    module.log(f"{stage}/top1_err{suffix}", top1, on_epoch=True, prog_bar=stage == "val")
+    module.log(f"{stage}/top5_err{suffix}", top5, on_epoch=True)
 
 
 def prefixed(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

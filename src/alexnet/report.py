@@ -45,9 +45,9 @@ def variant_of(results: dict, directory: Path) -> str:
     return "baseline" if directory.name == "baseline" else directory.name
 
 
-def _curves(directory: Path, epochs: int) -> tuple[dict[int, float], dict[int, float]]:
-    """Per-epoch validation and training top-1 error from the CSV log; the evaluation after fitting logs
-    at epoch == epochs and is left out."""
+def _curves(directory: Path) -> tuple[dict[int, float], dict[int, float]]:
+    """Per-epoch validation and training top-1 error from the CSV log (the final evaluation logs test/... keys,
+    not validation points)."""
     log = directory / "csv" / "metrics.csv"
     val: dict[int, float] = {}
     train: dict[int, float] = {}
@@ -58,12 +58,10 @@ def _curves(directory: Path, epochs: int) -> tuple[dict[int, float], dict[int, f
             if not row.get("epoch"):
                 continue
             epoch = int(float(row["epoch"]))
-            if epoch >= epochs:
-                continue
             if row.get("val/top1_err"):
-                val.setdefault(epoch, float(row["val/top1_err"]))
+                val[epoch] = float(row["val/top1_err"])
             if row.get("train/top1_err"):
-                train.setdefault(epoch, float(row["train/top1_err"]))
+                train[epoch] = float(row["train/top1_err"])
     return val, train
 
 
@@ -74,7 +72,7 @@ def find_runs(directories: list[str | Path]) -> list[Run]:
             results = read_results(path)
             if "top1_err" not in results:
                 continue
-            val, train = _curves(path.parent, int(results.get("epochs", 0)))
+            val, train = _curves(path.parent)
             runs.append(Run(variant_of(results, path.parent), path.parent, results, val, train))
     if not runs:
         raise FileNotFoundError(f"No {FILENAME} under {[str(d) for d in directories]}: give the run or sweep folders.")

@@ -24,7 +24,7 @@ from alexnet.errors import ConfigError
 from alexnet.evaluation import evaluate
 from alexnet.model import AlexNet
 from alexnet.module import MONITOR, AlexNetModule
-from alexnet.results import ERRORS, FILENAME, errors_line, provenance, read_results, write_results
+from alexnet.results import FILENAME, errors_line, provenance, read_results, write_results
 from alexnet.runtime import keep_freed_memory
 
 
@@ -132,10 +132,6 @@ def train(cfg: DictConfig) -> dict:
         best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
         results.update(evaluate(trainer, module, datamodule, best))
         results["checkpoint"] = best
-        final = {f"final/{key}": results[key] for key in ERRORS}
-        for logger in loggers:  # one number per run, for the dashboard's bar charts and runs table
-            logger.log_metrics(final, step=trainer.global_step)
-            logger.save()
     results.update(
         num_classes=module.net.fc8.out_features,
         epochs=trainer.current_epoch,
