@@ -20,7 +20,7 @@ from alexnet.data.datamodule import ImageNetDataModule
 from alexnet.errors import CheckpointError, ConfigError
 from alexnet.metrics import TopKError
 from alexnet.module import AlexNetModule, module_from_checkpoint
-from alexnet.results import ERRORS, errors_line, provenance, write_results
+from alexnet.results import ERRORS, publish, run_results
 
 
 class Ensemble(L.LightningModule):
@@ -115,20 +115,17 @@ def evaluate_checkpoints(cfg: DictConfig) -> dict:
     data.update({key.removeprefix("data."): value for key, value in plain(cfg.data).items() if f"data.{key}" in given})
     datamodule = ImageNetDataModule(**data)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
-    results = evaluate(trainer, module, datamodule)
-    results.update(
+    results = run_results(
+        evaluate(trainer, module, datamodule),
+        datamodule.store,
+        trainer.strategy.root_device,
+        started,
         checkpoints=paths,
         model=dict(checkpoints[0]["hyper_parameters"]["model"]),
         data=data,
-        store_dir=str(datamodule.store_dir.resolve()),
         num_classes=members[0].net.fc8.out_features,
         epochs=max(c["epoch"] for c in checkpoints),
         steps=max(c["global_step"] for c in checkpoints),
-        wall_time_s=round(time.time() - started, 1),
-        overrides=list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
-        provenance=provenance(datamodule.store, trainer.strategy.root_device),
     )
-    path = write_results(cfg.paths.output_dir, results)
-    print(f"results: {path}")
-    print(errors_line(results))
+    publish(cfg.paths.output_dir, results)
     return results

@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import subprocess
+import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -36,6 +37,29 @@ def write_results(run_dir: str | Path, results: dict) -> Path:
             f"{errors_line(results)}; the run's checkpoints are kept: free space and evaluate the best one with "
             "eval.py."
         ) from error
+    return path
+
+
+def run_results(errors: dict, store: Store, device: torch.device, started: float, **facts) -> dict:
+    """results.json's content, for train.py and eval.py alike: the error rates, the facts of the run
+    (num_classes, epochs, steps, ...), the overrides it was started with, its wall time and its provenance."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return {
+        **errors,
+        **facts,
+        "store_dir": str(store.root.resolve()),
+        "wall_time_s": round(time.time() - started, 1),
+        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
+        "provenance": provenance(store, device),
+    }
+
+
+def publish(run_dir: str | Path, results: dict) -> Path:
+    """Writes results.json and prints where, with the error rates."""
+    path = write_results(run_dir, results)
+    print(f"results: {path}")
+    print(errors_line(results))
     return path
 
 

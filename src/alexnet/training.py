@@ -8,7 +8,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
@@ -24,20 +23,23 @@ from alexnet.errors import ConfigError
 from alexnet.evaluation import evaluate
 from alexnet.model import AlexNet
 from alexnet.module import MONITOR, AlexNetModule
-from alexnet.results import FILENAME, errors_line, provenance, read_results, write_results
-from alexnet.runtime import keep_freed_memory
+from alexnet.results import FILENAME, errors_line, publish, read_results, run_results
 
 
-def build(cfg: DictConfig) -> tuple[dict, ImageNetDataModule]:
-    """The model's keys and the datamodule, checked before any data work: the network is built on the meta
-    device (no memory, no time), so a bad model key fails here; its class count comes later, from the store."""
+def build(cfg: DictConfig) -> tuple[AlexNetModule, ImageNetDataModule]:
+    """The module and the datamodule, the data prepared. The network is first built on the meta device (no
+    memory, no time), so a bad model key fails before any data work; its class count then comes from the
+    store."""
     model = plain(cfg.model)
     devices = [str(torch.device(d)) for d in model["devices"] or []]  # a malformed device name fails here
     with torch.device("meta"):  # columns go to "meta" devices too: moving meta tensors to real ones fails
         AlexNet(**{**model, "num_classes": model["num_classes"] or 1, "devices": ["meta"] * len(devices) or None})
     datamodule = ImageNetDataModule(**plain(cfg.data), seed=cfg.seed)
     datamodule.check_source()
-    return model, datamodule
+    datamodule.prepare_data()
+    datamodule.setup()
+    model["num_classes"] = num_classes(model["num_classes"], datamodule.store)
+    return AlexNetModule(model, plain(cfg.optim), **plain(cfg.runtime)), datamodule
 
 
 def num_classes(configured: int | None, store: Store) -> int:
@@ -85,67 +87,72 @@ def _set_aside_old_checkpoints(directory: Path) -> None:
 
 def finished_results(cfg: DictConfig) -> dict | None:
     """The results of this run directory when ckpt_path=last asks to resume a run that already trained its
-    epochs and wrote results.json: there is nothing left to do."""
+    epochs and wrote results.json: there is nothing left to do, and it says so."""
     path = Path(cfg.paths.output_dir) / FILENAME
     if cfg.ckpt_path != "last" or not path.is_file():
         return None
     results = read_results(path)
-    return results if results.get("epochs", 0) >= cfg.trainer.max_epochs else None
+    if results.get("epochs", 0) < cfg.trainer.max_epochs:
+        return None
+    print(
+        f"This run has finished its {results['epochs']} epochs: {path} has its results ({errors_line(results)}). "
+        "Nothing was changed; raise trainer.max_epochs to train on, or drop ckpt_path=last to start afresh."
+    )
+    return results
+
+
+def make_trainer(cfg: DictConfig) -> tuple[L.Trainer, ModelCheckpoint | None]:
+    """The trainer with the configured callbacks and loggers (a group entry set to null, as in
+    callbacks.progress=null, is left out), and the checkpoint callback that keeps the best network."""
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+    loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    best = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor == MONITOR), None)
+    return trainer, best
+
+
+def start_run_directory(cfg: DictConfig, trainer: L.Trainer, datamodule: ImageNetDataModule, best) -> None:
+    """On the main process: the run's summary; temporaries that a killed write left removed; a fresh run's
+    predecessor's checkpoints set aside."""
+    if not trainer.is_global_zero:
+        return
+    print(run_summary(cfg, datamodule, trainer))
+    checkpoint_dirs = {Path(c.dirpath) for c in trainer.checkpoint_callbacks if c.dirpath}  # fast_dev_run: none
+    for folder in {Path(cfg.paths.output_dir), *checkpoint_dirs}:
+        remove_temporaries(folder)
+    if cfg.ckpt_path is None and best is not None:
+        _set_aside_old_checkpoints(Path(best.dirpath))
 
 
 def train(cfg: DictConfig) -> dict:
+    """Fit, then test the best checkpoint with 1 and 10 crops, then write results.json (with evaluate=true)."""
     started = time.time()
     check(cfg)
     finished = finished_results(cfg)
     if finished is not None:
-        print(
-            f"This run has finished its {finished['epochs']} epochs: {cfg.paths.output_dir}/{FILENAME} has its "
-            f"results ({errors_line(finished)}). Nothing was changed; raise trainer.max_epochs to train on, or drop "
-            "ckpt_path=last to start afresh."
-        )
         return finished
-    if cfg.trainer.get("accelerator") == "cpu":
-        keep_freed_memory()
     L.seed_everything(cfg.seed, workers=True)
-    model, datamodule = build(cfg)
-    datamodule.prepare_data()  # the store decides the class count, so it is there before the network
-    datamodule.setup()
-    model["num_classes"] = num_classes(model["num_classes"], datamodule.store)
-    module = AlexNetModule(model, plain(cfg.optim), **plain(cfg.runtime))
-    output_dir = Path(cfg.paths.output_dir)
-    # A group entry set to null (callbacks.progress=null) turns that callback or logger off.
-    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
-    loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor == MONITOR), None)
-    if trainer.is_global_zero:
-        print(run_summary(cfg, datamodule, trainer))
-    if trainer.is_global_zero:
-        for folder in {output_dir, *(Path(c.dirpath) for c in callbacks if isinstance(c, ModelCheckpoint))}:
-            remove_temporaries(folder)  # of writes that a kill interrupted
-    if cfg.ckpt_path is None and checkpoint is not None and trainer.is_global_zero:
-        _set_aside_old_checkpoints(Path(checkpoint.dirpath))
+    module, datamodule = build(cfg)
+    trainer, best = make_trainer(cfg)
+    start_run_directory(cfg, trainer, datamodule, best)
     trainer.fit(module, datamodule, ckpt_path=cfg.ckpt_path)
-
-    results = {"name": cfg.name, "output_dir": str(output_dir), "store_dir": str(datamodule.store_dir.resolve())}
-    if cfg.evaluate:
-        best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
-        results.update(evaluate(trainer, module, datamodule, best))
-        results["checkpoint"] = best
-    results.update(
+    checkpoint = best.best_model_path if cfg.evaluate and best is not None and best.best_model_path else None
+    errors = evaluate(trainer, module, datamodule, checkpoint) if cfg.evaluate else {}
+    results = run_results(
+        errors,
+        datamodule.store,
+        trainer.strategy.root_device,
+        started,
+        name=cfg.name,
+        output_dir=cfg.paths.output_dir,
+        checkpoint=checkpoint,
         num_classes=module.net.fc8.out_features,
         epochs=trainer.current_epoch,
         steps=trainer.global_step,
-        wall_time_s=round(time.time() - started, 1),
-        overrides=list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
-        provenance=provenance(datamodule.store, trainer.strategy.root_device),
     )
-    if trainer.is_global_zero:
-        path = write_results(output_dir, results) if cfg.evaluate else None
-        if path is not None:
-            print(f"results: {path}")
-            print(errors_line(results))
-    for logger in loggers:
+    if trainer.is_global_zero and cfg.evaluate:
+        publish(cfg.paths.output_dir, results)
+    for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             logger.experiment.finish()  # so that the next job of a multirun gets its own wandb run
     return results
