@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from alexnet.data.datamodule import ImageNetDataModule, decode_batch
 from alexnet.data.prepare import prepare
 from alexnet.data.sample import SampleSpec, make_sample
-from alexnet.data.store import Store, images_path, jpeg_index_path, labels_path
+from alexnet.data.store import Store, file_digest, image_digests_path, images_path, jpeg_index_path, labels_path
 from alexnet.module import AlexNetModule
 from alexnet.runtime import keep_freed_memory
 from lightning_overhead import OPTIM, SameBatch, StepTimes, timed_trainer
@@ -57,9 +57,14 @@ def build_store(work: Path, images: int, workers: int, store_format: str) -> Pat
         for start in range(0, images, 1024):
             out[start : start + 1024] = source[picks[start : start + 1024]]
         out.flush()
+        np.save(image_digests_path(store, "train"), np.load(image_digests_path(small, "train"))[picks])
     np.save(labels_path(store, "train"), labels[picks])
     manifest = json.loads((store / "manifest.json").read_text())
     manifest["splits"]["train"].update(images=images, slots=images, skipped=[])
+    for name, entry in manifest["files"].items():  # the sizes and checksums of the files rewritten above
+        entry["size"] = (store / name).stat().st_size
+        if "xxh3" in entry:
+            entry["xxh3"] = file_digest(store / name)
     (store / "manifest.json").write_text(json.dumps(manifest))
     return store
 

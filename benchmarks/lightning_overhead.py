@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from alexnet.module import AlexNetModule
-from alexnet.optim import PaperSGD
+from alexnet.optim import build_optimizer
 from alexnet.runtime import keep_freed_memory
 
 OPTIM = {
@@ -29,6 +29,7 @@ OPTIM = {
     "lr": 0.01,
     "momentum": 0.9,
     "weight_decay": 5e-4,
+    "decay_biases": False,
     "lr_factor": 0.1,
     "patience": 5,
     "max_drops": 3,
@@ -86,7 +87,10 @@ def lightning_steps(batch, steps: int, device: str) -> list[float]:
 def plain_steps(batch, steps: int, device: str) -> list[float]:
     torch.manual_seed(0)
     net = AlexNetModule({"num_classes": 1000}, OPTIM, channels_last=True).net.to(device)
-    optimizer = PaperSGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    # The same parameter groups as the module's configure_optimizers: weights decayed, biases not.
+    optimizer = build_optimizer(
+        net.named_parameters(), "paper", OPTIM["lr"], OPTIM["momentum"], OPTIM["weight_decay"], OPTIM["decay_biases"]
+    )
     images, labels = (t.to(device) for t in batch)
     ends = []
     for _ in range(steps):

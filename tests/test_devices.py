@@ -6,6 +6,7 @@ they are reported as skipped, with the reason.
 """
 
 import json
+import os
 from pathlib import Path
 
 import lightning as L
@@ -103,14 +104,22 @@ def test_under_bf16_autocast_the_network_runs_in_bf16_and_the_probabilities_are_
     torch.testing.assert_close(probs.sum(dim=1), torch.ones(2), rtol=0, atol=1e-6)
 
 
-def test_an_older_checkpoint_with_each_weight_under_two_names_still_loads(tmp_path):
-    module = AlexNetModule({"num_classes": 6, "input_size": 163}, {"rule": "paper", "lr": 0.01})
+def test_an_older_checkpoint_loads_as_it_was_trained(tmp_path):
+    """Older checkpoints hold each weight under a second name too, and were trained with nn.Dropout's
+    scaling before model.dropout_scaling existed (its hyperparameters do not name it)."""
+    module = AlexNetModule({"num_classes": 6, "input_size": 163, "dropout_scaling": "inverted"}, {"rule": "paper"})
     state = module.state_dict()
     second_names = {key.replace("net.", "step_net._orig_mod.", 1): value for key, value in state.items()}
+    hparams = dict(module.hparams)
+    hparams["model"] = {key: value for key, value in hparams["model"].items() if key != "dropout_scaling"}
     path = tmp_path / "old.ckpt"
-    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": {**state, **second_names}}, path)
+    torch.save({"hyper_parameters": hparams, "state_dict": {**state, **second_names}}, path)
     net = AlexNet.from_checkpoint(path)
-    loaded = module_from_checkpoint(torch.load(path, weights_only=False))
+    loaded = module_from_checkpoint(torch.load(path, weights_only=False)).eval()
+    x = torch.randn(2, 3, 163, 163) * 50
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), module.eval().net(x))  # inverted: no x0.5 at test time
+        torch.testing.assert_close(loaded.net(x), module.net(x))
     for key, value in state.items():
         assert torch.equal(net.state_dict()[key.removeprefix("net.")], value)
         assert torch.equal(loaded.state_dict()[key], value)
@@ -121,7 +130,14 @@ def test_ddp_with_one_device_trains_and_evaluates(compose, tmp_path, device):
     overrides = ["trainer=ddp", "trainer.devices=1"]
     if device == "cpu":
         overrides += ["trainer.accelerator=cpu", "trainer.precision=32-true", "trainer.benchmark=false"]
-    results = train(compose(*FAST, *overrides, "trainer.max_epochs=1"))
+    environment = dict(os.environ)
+    try:
+        results = train(compose(*FAST, *overrides, "trainer.max_epochs=1"))
+    finally:  # DDP in this process leaves its process group and MASTER_PORT behind, for later tests to trip on
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(environment)
     assert results["steps"] == 35 // 8 and 0.0 <= results["top1_err_10crop"] <= 1.0
 
 

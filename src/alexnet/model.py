@@ -206,7 +206,7 @@ class AlexNet(nn.Module):
             probs = net(images).softmax(dim=1)      # images: (B, 3, 227, 227), mean image subtracted
         """
         checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-        net = cls(**{**checkpoint["hyper_parameters"]["model"], "placement": "grouped", "devices": None})
+        net = cls(**{**trained_as(checkpoint["hyper_parameters"]["model"]), "placement": "grouped", "devices": None})
         net.load_state_dict(network_state(checkpoint["state_dict"]))
         return net.to(map_location).eval()
 
@@ -252,6 +252,12 @@ class AlexNet(nn.Module):
                 for c, (column, device) in enumerate(zip(self.column, self.devices, strict=True))
             ]
         return _gather(h, self.devices[0])
+
+
+def trained_as(model: dict) -> dict:
+    """A checkpoint's `model` hyperparameters as AlexNet's arguments. Checkpoints written before
+    model.dropout_scaling existed were trained with nn.Dropout's scaling ("inverted"), not today's default."""
+    return {"dropout_scaling": "inverted", **model}
 
 
 def network_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from alexnet.metrics import TopKError
-from alexnet.model import AlexNet, network_state
+from alexnet.model import AlexNet, network_state, trained_as
 from alexnet.optim import build_optimizer
 
 MONITOR = "val/top1_err"  # drives the learning-rate schedule and the best checkpoint
@@ -134,6 +134,7 @@ def module_from_checkpoint(checkpoint: dict, one_device: bool = False) -> AlexNe
     hyperparameters. one_device: grouped placement and no compilation, whatever the run used, as evaluation
     on one device and the figures want it."""
     hparams = dict(checkpoint["hyper_parameters"])
+    hparams["model"] = trained_as(hparams["model"])
     if one_device:
         hparams["model"] = {**hparams["model"], "placement": "grouped", "devices": None}
         hparams["compile"] = False
