@@ -44,7 +44,7 @@ def test_full_experiment_is_the_paper_run(compose):
 def test_two_gpu_trainer_splits_the_columns(compose):
     cfg = compose("experiment=full", "trainer=two_gpu")
     assert cfg.model.placement.value == "split" and list(cfg.model.devices) == ["cuda:0", "cuda:1"]
-    assert cfg.trainer.strategy._target_ == "alexnet.placement.ColumnPlacementStrategy"
+    assert cfg.trainer.strategy._target_ == "alexnet.strategy.ColumnPlacementStrategy"
 
 
 @pytest.mark.parametrize(("devices", "nodes"), [(8, 1), (4, 2)])

@@ -61,7 +61,7 @@ def outputs(model: AlexNet, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
     shapes = {}
     hooks = [
         getattr(model, name).register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(name, o.shape))
-        for name in model.cross
+        for name in model.layer_names
     ]
     run(model, x)
     for h in hooks:
@@ -218,7 +218,7 @@ def test_dropout_zeroes_the_outputs_of_fc6_and_fc7_and_scales_as_configured(acti
 @pytest.mark.parametrize("removed", [3, 4, 5])
 def test_depth_ablation_removes_one_middle_conv_layer(removed):
     model = meta(remove_conv=removed)
-    names = [n for n in model.cross if n.startswith("conv")]
+    names = [n for n in model.layer_names if n.startswith("conv")]
     assert names == [f"conv{i}" for i in range(1, 6) if i != removed]
     assert not hasattr(model, f"conv{removed}")
     assert run(model, image()).shape == (1, 1000)

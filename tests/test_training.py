@@ -124,7 +124,7 @@ def test_split_placement_trains_with_each_column_and_its_momentum_on_its_device(
         "evaluate=false",
         "model.placement=split",
         "model.devices=[cpu,cpu]",
-        "+trainer.strategy._target_=alexnet.placement.ColumnPlacementStrategy",
+        "+trainer.strategy._target_=alexnet.strategy.ColumnPlacementStrategy",
         "+trainer.strategy.devices=${model.devices}",
     ]
     cfg = compose(*overrides, "trainer.max_epochs=1")

@@ -8,10 +8,9 @@
     fc6 4096 -> act -> dropout, fc7 4096 -> act -> dropout        (each half sees both columns)
     fc8 num_classes
 
-With placement="grouped" both columns live in single layers (groups=2 where a column sees only itself).
-With placement="split" each column is its own stack of layers on its own device, and activations cross
-devices only where the paper's columns talk (conv3, fc6, fc7, fc8). Both placements have the same
-state_dict: a split model presents and accepts its weights in the grouped layout.
+With placement="grouped" (the default) both columns live in single layers, one per paper layer, in order
+(groups=2 where a column sees only itself). placement="split" is alexnet.placement: each column its own
+stack of the same layers on its own device. Both placements have the same state_dict.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from alexnet import placement as placement_module
 from alexnet.lrn import CONVENTIONS, LocalResponseNorm
 
 ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "tanh": nn.Tanh}
@@ -115,6 +115,50 @@ class _Hidden(nn.Module):
         return f"keep={self.keep}"
 
 
+@dataclass(frozen=True)
+class LayerSettings:
+    """What every layer of one variant shares: the ablation flags, and pool5's side (fc6's input)."""
+
+    activation: str
+    lrn: bool
+    lrn_convention: str
+    pool_kernel: int
+    dropout: float
+    dropout_scaling: str
+    side: int
+
+
+def make_layers(specs: tuple[ConvSpec, ...], settings: LayerSettings, columns: int, share: int = 1) -> dict:
+    """conv1..conv5 (those of the variant), fc6 and fc7, in order.
+
+    share=1: the layers of all columns, each paper layer one module: where a column sees only its own maps
+    the convolution is grouped (groups=columns) and the LRN normalises within each column.
+    share=2: the layers of one of two columns (split placement): half the kernels and units of each layer; a
+    layer that sees both columns takes all the input channels, one that sees its own column half of them."""
+    act = ACTIVATIONS[settings.activation]
+    layers: dict[str, nn.Module] = {}
+    in_channels = 3  # of all columns together
+    for i, spec in enumerate(specs):
+        own_column_only = not spec.cross
+        if share == 1:  # one layer for all columns, grouped where each column sees only its own maps
+            inputs, outputs, groups = in_channels, spec.out_channels, columns if own_column_only else 1
+        else:  # one column's share of the layer
+            inputs = in_channels // share if own_column_only else in_channels
+            outputs, groups = spec.out_channels // share, 1
+        conv = nn.Conv2d(inputs, outputs, spec.kernel, spec.stride, spec.padding, groups=groups)
+        norm = None
+        if settings.lrn and spec.lrn_pool:
+            norm = LocalResponseNorm(5, 1e-4, 0.75, 2.0, settings.lrn_convention, columns if share == 1 else 1)
+        pool = nn.MaxPool2d(settings.pool_kernel, 2) if spec.lrn_pool or i == len(specs) - 1 else None
+        layers[spec.name] = _Stage(conv, act(), norm, pool)
+        in_channels = spec.out_channels
+    width = FC_WIDTH // share
+    fc6 = nn.Linear(in_channels * settings.side**2, width)  # (B, 256 * 6 * 6) after pool5
+    layers["fc6"] = _Hidden(fc6, act(), settings.dropout, settings.dropout_scaling)
+    layers["fc7"] = _Hidden(nn.Linear(FC_WIDTH, width), act(), settings.dropout, settings.dropout_scaling)
+    return layers
+
+
 class AlexNet(nn.Module):
     """Krizhevsky, Sutskever & Hinton (2012). Keyword arguments are the Hydra keys under `model.`."""
 
@@ -153,47 +197,30 @@ class AlexNet(nn.Module):
             raise ValueError(f"model.init must be one of {INITS}, got {init!r}")
         self.placement, self.columns = placement, columns
         self.specs = conv_specs(columns, remove_conv)
+        # The paper's layers in order (conv3, conv4 or conv5 absent in the depth ablation), and those that see
+        # both columns (or the whole image) rather than their own column.
+        self.layer_names = (*(spec.name for spec in self.specs), "fc6", "fc7")
+        self.crossing = {spec.name for spec in self.specs if spec.cross} | {"fc6", "fc7"}
         self.devices = [torch.device(d) for d in (devices or ["cpu", "cpu"])]
         if placement == "split" and len(self.devices) != 2:
             raise ValueError(f"model.placement=split needs two model.devices, got {list(devices or [])}")
         pool_kernel = 3 if overlap_pool else 2
-        side = feature_size(input_size, self.specs, pool_kernel)
-
-        def hidden(fc: nn.Linear) -> _Hidden:
-            return _Hidden(fc, ACTIVATIONS[activation](), dropout, dropout_scaling)
-
-        def build(parts: int, part: int | None) -> dict[str, nn.Module]:
-            """The layers of all columns (part=None, grouped) or of column `part` (split into `parts`)."""
-            layers: dict[str, nn.Module] = {}
-            in_channels = 3
-            for i, spec in enumerate(self.specs):
-                last = i == len(self.specs) - 1
-                groups = 1 if spec.cross or part is not None else columns
-                conv_in = in_channels if spec.cross or part is None else in_channels // parts
-                conv_out = spec.out_channels if part is None else spec.out_channels // parts
-                lrn_groups = columns if part is None else 1  # each column normalises its own kernel maps
-                norm = (
-                    LocalResponseNorm(5, 1e-4, 0.75, 2.0, lrn_convention, lrn_groups) if lrn and spec.lrn_pool else None
-                )
-                pool = nn.MaxPool2d(pool_kernel, 2) if spec.lrn_pool or last else None
-                conv = nn.Conv2d(conv_in, conv_out, spec.kernel, spec.stride, spec.padding, groups=groups)
-                layers[spec.name] = _Stage(conv, ACTIVATIONS[activation](), norm, pool)
-                in_channels = spec.out_channels
-            width = FC_WIDTH if part is None else FC_WIDTH // parts
-            layers["fc6"] = hidden(nn.Linear(in_channels * side * side, width))
-            layers["fc7"] = hidden(nn.Linear(FC_WIDTH, width))
-            return layers
-
+        settings = LayerSettings(
+            activation,
+            lrn,
+            lrn_convention,
+            pool_kernel,
+            dropout,
+            dropout_scaling,
+            side=feature_size(input_size, self.specs, pool_kernel),
+        )
         if placement == "grouped":
-            for name, layer in build(1, None).items():
+            for name, layer in make_layers(self.specs, settings, columns).items():
                 self.add_module(name, layer)
         else:
-            self.column = nn.ModuleList(nn.ModuleDict(build(2, c)) for c in range(2))
-            self.register_state_dict_post_hook(_merge_columns)
-            self.register_load_state_dict_pre_hook(_split_columns)
+            self.column = nn.ModuleList(nn.ModuleDict(make_layers(self.specs, settings, 2, share=2)) for _ in range(2))
+            placement_module.keep_grouped_state_dict(self)
         self.fc8 = nn.Linear(FC_WIDTH, num_classes)
-        # Layers whose input is everything so far (the image, or both columns), not their own column.
-        self.cross = {spec.name: spec.cross for spec in self.specs} | {"fc6": True, "fc7": True}
         self.reset_parameters(init)
         self.place()
 
@@ -213,9 +240,7 @@ class AlexNet(nn.Module):
     def place(self) -> AlexNet:
         """Put each column on its own device (split placement): after anything moved the whole module."""
         if self.placement == "split":
-            for column, device in zip(self.column, self.devices, strict=True):
-                column.to(device)
-            self.fc8.to(self.devices[0])
+            placement_module.place(self)
         return self
 
     @torch.no_grad()
@@ -236,22 +261,13 @@ class AlexNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The fc7 activations, (B, 4096), both columns' halves in grouped order: what fc8 sees, and what
         Section 6.1 compares by Euclidean distance to find an image's nearest training images."""
-        if self.placement == "grouped":
-            for name in self.cross:
-                if name == "fc6":
-                    x = torch.flatten(x, 1)  # (B, 256 * 6 * 6), column 0's channels first
-                x = getattr(self, name)(x)
-            return x
-        # Split: `h` is the whole activation (before conv1) or one tensor per column.
-        h: torch.Tensor | list[torch.Tensor] = x
-        for name, cross in self.cross.items():
+        if self.placement == "split":
+            return placement_module.features(self, x)
+        for name in self.layer_names:
             if name == "fc6":
-                h = [torch.flatten(t, 1) for t in h]
-            h = [
-                column[name](_gather(h, device) if cross else h[c])
-                for c, (column, device) in enumerate(zip(self.column, self.devices, strict=True))
-            ]
-        return _gather(h, self.devices[0])
+                x = torch.flatten(x, 1)  # (B, 256 * 6 * 6), column 0's channels first
+            x = getattr(self, name)(x)
+        return x
 
 
 def trained_as(model: dict) -> dict:
@@ -265,30 +281,3 @@ def network_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     Older checkpoints of this project also hold each weight under "step_net." (or "step_net._orig_mod." when
     compiled), a second name for the same tensor: left out."""
     return {key.removeprefix("net."): value for key, value in state_dict.items() if key.startswith("net.")}
-
-
-def _gather(h: torch.Tensor | list[torch.Tensor], device: torch.device) -> torch.Tensor:
-    """Everything a column that talks to the other sees, on its own device, channels in grouped order."""
-    if isinstance(h, torch.Tensor):
-        return h.to(device, non_blocking=True)
-    return torch.cat([t.to(device, non_blocking=True) for t in h], dim=1)
-
-
-def _merge_columns(module, state_dict, prefix, local_metadata) -> None:
-    # Output channels (rows) of every column layer are column 0's then column 1's in the grouped layout.
-    for name, _ in module.column[0].named_parameters():
-        part0 = state_dict.pop(f"{prefix}column.0.{name}")
-        part1 = state_dict.pop(f"{prefix}column.1.{name}")
-        state_dict[prefix + name] = torch.cat([part0, part1.to(part0.device)], dim=0)
-    fc8 = [key for key in state_dict if key.startswith(prefix + "fc8.")]
-    for key in fc8:  # keep the grouped model's key order: features, classifier, fc8
-        state_dict[key] = state_dict.pop(key)
-
-
-def _split_columns(module, state_dict, prefix, local_metadata, strict, missing, unexpected, errors) -> None:
-    for name, _ in module.column[0].named_parameters():
-        grouped = f"{prefix}{name}"
-        if grouped in state_dict:
-            part0, part1 = state_dict.pop(grouped).chunk(2, dim=0)
-            state_dict[f"{prefix}column.0.{name}"] = part0
-            state_dict[f"{prefix}column.1.{name}"] = part1

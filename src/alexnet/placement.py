@@ -1,31 +1,62 @@
-"""Lightning and placement=split: each column's layers stay on their own device, as on the paper's GPUs.
-
-Lightning's single-device strategy moves the whole module to one device after `configure_model`, and
-moves optimizer state to that device when resuming. This strategy lets that happen, then puts each column
-(and its momentum) back on its own device. The batch, the loss and `self.device` stay on devices[0].
+"""Split placement (Section 3.2): each column its own stack of layers on its own device, as on the paper's two
+GPUs; activations cross devices only where the columns talk (conv3, fc6, fc7, fc8). The layers are
+alexnet.model.make_layers' (one column's share of each); the state_dict is the grouped network's, so a
+checkpoint does not depend on where the columns ran. Lightning's side of it: alexnet.strategy.
 """
 
 from __future__ import annotations
 
 import torch
-from lightning.pytorch.strategies import SingleDeviceStrategy
 
 
-class ColumnPlacementStrategy(SingleDeviceStrategy):
-    strategy_name = "column_placement"
+def place(net) -> None:
+    """Each column on its device, fc8 (and so the output) on the first."""
+    for column, device in zip(net.column, net.devices, strict=True):
+        column.to(device)
+    net.fc8.to(net.devices[0])
 
-    def __init__(self, devices: list[str], **kwargs) -> None:
-        super().__init__(device=torch.device(devices[0]), **kwargs)
-        self.column_devices = [torch.device(d) for d in devices]
 
-    def model_to_device(self) -> None:
-        super().model_to_device()
-        self.lightning_module.net.place()
+def features(net, x: torch.Tensor) -> torch.Tensor:
+    """fc7's output of a split network, (B, 4096), on the first device, columns in grouped order."""
+    h: torch.Tensor | list[torch.Tensor] = x  # the whole activation (before conv1), or one tensor per column
+    for name in net.layer_names:
+        if name == "fc6":
+            h = [torch.flatten(t, 1) for t in h]
+        h = [
+            column[name](gather(h, device) if name in net.crossing else h[c])
+            for c, (column, device) in enumerate(zip(net.column, net.devices, strict=True))
+        ]
+    return gather(h, net.devices[0])
 
-    def load_optimizer_state_dict(self, checkpoint) -> None:
-        super().load_optimizer_state_dict(checkpoint)
-        for optimizer in self.optimizers:
-            for param, state in optimizer.state.items():
-                for key, value in state.items():
-                    if isinstance(value, torch.Tensor) and value.shape == param.shape:
-                        state[key] = value.to(param.device)
+
+def gather(h: torch.Tensor | list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Everything a layer that sees both columns gets, on its own device, channels in grouped order."""
+    if isinstance(h, torch.Tensor):
+        return h.to(device, non_blocking=True)
+    return torch.cat([t.to(device, non_blocking=True) for t in h], dim=1)
+
+
+def keep_grouped_state_dict(net) -> None:
+    """The split network presents and accepts its weights in the grouped layout: each layer's output channels
+    (rows) are column 0's, then column 1's."""
+    net.register_state_dict_post_hook(_merge_columns)
+    net.register_load_state_dict_pre_hook(_split_columns)
+
+
+def _merge_columns(module, state_dict, prefix, local_metadata) -> None:
+    for name, _ in module.column[0].named_parameters():
+        part0 = state_dict.pop(f"{prefix}column.0.{name}")
+        part1 = state_dict.pop(f"{prefix}column.1.{name}")
+        state_dict[prefix + name] = torch.cat([part0, part1.to(part0.device)], dim=0)
+    fc8 = [key for key in state_dict if key.startswith(prefix + "fc8.")]
+    for key in fc8:  # keep the grouped model's key order: features, classifier, fc8
+        state_dict[key] = state_dict.pop(key)
+
+
+def _split_columns(module, state_dict, prefix, local_metadata, strict, missing, unexpected, errors) -> None:
+    for name, _ in module.column[0].named_parameters():
+        grouped = f"{prefix}{name}"
+        if grouped in state_dict:
+            part0, part1 = state_dict.pop(grouped).chunk(2, dim=0)
+            state_dict[f"{prefix}column.0.{name}"] = part0
+            state_dict[f"{prefix}column.1.{name}"] = part1

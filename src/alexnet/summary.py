@@ -10,7 +10,7 @@ from alexnet.model import AlexNet
 
 def layer_rows(model: AlexNet, input_size: int) -> list[dict]:
     """One row per paper layer (conv1..conv5, fc6..fc8), measured with a forward pass of one image."""
-    names = [*model.cross, "fc8"]
+    names = [*model.layer_names, "fc8"]
     shapes: dict[str, tuple] = {}
     split = model.placement == "split"
     hooks = []
