@@ -7,7 +7,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alexnet.results import FILENAME, read_results
+from alexnet.results import ERRORS, FILENAME, read_results
 
 # PAPER.md, "The features and their measured value": how much the error rises (top-1, top-5, in points)
 # when the feature is taken away. None where the paper gives no number.
@@ -70,7 +70,7 @@ def find_runs(directories: list[str | Path]) -> list[Run]:
     for directory in directories:
         for path in sorted(Path(directory).rglob(FILENAME)):
             results = read_results(path)
-            if "top1_err" not in results:
+            if not all(key in results for key in ERRORS):
                 continue
             val, train = _curves(path.parent)
             runs.append(Run(variant_of(results, path.parent), path.parent, results, val, train))
@@ -96,14 +96,15 @@ def table(runs: list[Run]) -> str:
         rows.append(("centre crop only", None))
     for variant, results in rows:
         paper1, paper5, source = PAPER_DELTA.get(variant, (None, None, ""))
+        top1, top5, top1_10, top5_10 = ERRORS
         if results is None:
             r = base.results
-            errors = [r["top1_err"], r["top5_err"], r["top1_err_10crop"], r["top5_err_10crop"]]
-            d1, d5 = 100 * (r["top1_err"] - r["top1_err_10crop"]), 100 * (r["top5_err"] - r["top5_err_10crop"])
+            errors = [r[key] for key in ERRORS]
+            d1, d5 = 100 * (r[top1] - r[top1_10]), 100 * (r[top5] - r[top5_10])
         else:
-            errors = [results["top1_err"], results["top5_err"], results["top1_err_10crop"], results["top5_err_10crop"]]
-            d1 = 100 * (results["top1_err_10crop"] - base.results["top1_err_10crop"]) if base else None
-            d5 = 100 * (results["top5_err_10crop"] - base.results["top5_err_10crop"]) if base else None
+            errors = [results[key] for key in ERRORS]
+            d1 = 100 * (results[top1_10] - base.results[top1_10]) if base else None
+            d5 = 100 * (results[top5_10] - base.results[top5_10]) if base else None
         cells = " | ".join(f"{100 * e:.1f}" for e in errors)
         deltas = " | ".join(_points(d) for d in (d1, paper1, d5, paper5))
         lines.append(f"| {variant} | {cells} | {deltas} | {source} |")
