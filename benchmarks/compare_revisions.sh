@@ -8,7 +8,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 REV=${1:?give the revision to compare against, e.g. bash benchmarks/compare_revisions.sh HEAD~5}
 PY=${PYTHON:-.venv/bin/python}
-PY=$(realpath "$PY")
+PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"   # absolute, the venv's link kept
 ROUNDS=${ROUNDS:-2}
 BASE=$(mktemp -d)
 trap 'git worktree remove --force "$BASE" >/dev/null 2>&1' EXIT
