@@ -32,7 +32,12 @@ def trained(tmp_path_factory):
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
             "config",
-            overrides=[f"paths.data_dir={tmp / 'data'}", f"paths.log_dir={tmp / 'logs'}", *FAST, "trainer.max_epochs=1"],
+            overrides=[
+                f"paths.data_dir={tmp / 'data'}",
+                f"paths.log_dir={tmp / 'logs'}",
+                *FAST,
+                "trainer.max_epochs=1",
+            ],
             return_hydra_config=True,
         )
     HydraConfig.instance().set_config(cfg)
@@ -85,4 +90,8 @@ def test_the_readmes_eval_command_works_on_a_cpu_machine_with_the_checkpoints_da
         assert results[key] == pytest.approx(trained[key]), key  # the same network on the same images
         assert f"{key}={results[key]:.4f}" in done.stdout
     assert results["model"]["num_classes"] == 6 and results["data"]["crop_size"] == 163
+    assert results["epochs"] == trained["epochs"] == 1  # counted as train.py counts them
+    assert (
+        f"data.store_dir={trained['store_dir']}" in done.stdout or "on the data of the checkpoint's run" in done.stdout
+    )
     assert results["store_dir"] == trained["store_dir"]

@@ -115,6 +115,12 @@ def evaluate_checkpoints(cfg: DictConfig) -> dict:
     data.update({key.removeprefix("data."): value for key, value in plain(cfg.data).items() if f"data.{key}" in given})
     datamodule = ImageNetDataModule(**data)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+    whose = "the checkpoint's run" if "datamodule_hyper_parameters" in checkpoints[0] else "this config"
+    print(
+        f"evaluating {len(paths)} checkpoint(s) as trained ({members[0].net.fc8.out_features} classes) on the data "
+        f"of {whose}: data.root={data['root']}, data.store_dir={data['store_dir']}; "
+        f"{trainer.strategy.root_device}, precision {trainer.precision}"
+    )
     results = run_results(
         evaluate(trainer, module, datamodule),
         datamodule.store,
@@ -124,7 +130,7 @@ def evaluate_checkpoints(cfg: DictConfig) -> dict:
         model=dict(checkpoints[0]["hyper_parameters"]["model"]),
         data=data,
         num_classes=members[0].net.fc8.out_features,
-        epochs=max(c["epoch"] for c in checkpoints),
+        epochs=max(c["epoch"] for c in checkpoints) + 1,  # a checkpoint holds its epoch's 0-based index
         steps=max(c["global_step"] for c in checkpoints),
     )
     publish(cfg.paths.output_dir, results)
