@@ -19,6 +19,7 @@ from alexnet.config import plain
 from alexnet.data.datamodule import ImageNetDataModule
 from alexnet.errors import CheckpointError, ConfigError
 from alexnet.metrics import TopKError
+from alexnet.model import trained_as
 from alexnet.module import AlexNetModule, module_from_checkpoint
 from alexnet.results import ERRORS, publish, run_results
 
@@ -80,7 +81,7 @@ def _contradictions(cfg: DictConfig, paths: list[str], checkpoints: list[dict], 
     model = plain(cfg.model)
     found = []
     for path, checkpoint in zip(paths, checkpoints, strict=True):
-        trained = checkpoint["hyper_parameters"]["model"]
+        trained = trained_as(checkpoint["hyper_parameters"]["model"])
         for key in given:
             name = key.removeprefix("model.")
             if key.startswith("model.") and name in trained and model.get(name) != trained[name]:
@@ -112,7 +113,7 @@ def evaluate_checkpoints(cfg: DictConfig) -> dict:
     members = [module_from_checkpoint(checkpoint, one_device=True) for checkpoint in checkpoints]
     module = members[0] if len(members) == 1 else Ensemble(members)
     data = {**checkpoints[0].get("datamodule_hyper_parameters", {})} or {**plain(cfg.data), "seed": cfg.seed}
-    data.update({key.removeprefix("data."): value for key, value in plain(cfg.data).items() if f"data.{key}" in given})
+    data.update({key: value for key, value in plain(cfg.data).items() if f"data.{key}" in given})
     datamodule = ImageNetDataModule(**data)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     whose = "the checkpoint's run" if "datamodule_hyper_parameters" in checkpoints[0] else "this config"
@@ -127,7 +128,7 @@ def evaluate_checkpoints(cfg: DictConfig) -> dict:
         trainer.strategy.root_device,
         started,
         checkpoints=paths,
-        model=dict(checkpoints[0]["hyper_parameters"]["model"]),
+        model=dict(members[0].hparams["model"]),  # as evaluated: the checkpoint's, on one device
         data=data,
         num_classes=members[0].net.fc8.out_features,
         epochs=max(c["epoch"] for c in checkpoints) + 1,  # a checkpoint holds its epoch's 0-based index

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from alexnet.atomic import atomic_write_bytes, exclusive
-from alexnet.data.layout import DEVKIT_NAME, GROUND_TRUTH, META
+from alexnet.data.layout import DEVKIT_NAME, GROUND_TRUTH, META, LayoutError
 
 # The special files: (class, index within the class) -> kind.
 MESSY = {
@@ -124,7 +124,7 @@ def _made(root: Path, spec: SampleSpec) -> bool:
         return False
     found = marker.read_text().strip()
     if found != str(spec):
-        raise ValueError(
+        raise LayoutError(
             f"data.root={root} holds the sample dataset {found}, not the data.sample asked for ({spec}). Point "
             "data.root at another folder (the default is one folder per data.sample), or delete it."
         )
