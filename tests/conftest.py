@@ -8,6 +8,16 @@ os.environ.setdefault("WANDB_SILENT", "true")
 from alexnet.data.prepare import prepare
 from alexnet.data.sample import SampleSpec, make_sample
 
+
+def pytest_configure(config):
+    # mutmut (docs/mutation-testing.md) maps tests to functions in a run marked MUTANT_UNDER_TEST=stats. A script
+    # a test starts would inherit the mark and fail looking for mutmut's settings in its own working directory, so
+    # the mark stays in this process; when a mutant is under test, scripts inherit it and run the mutant.
+    if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+        from mutmut.mutation import trampoline
+
+        trampoline._mutant_under_test = os.environ.pop("MUTANT_UNDER_TEST")
+
 SMALL = SampleSpec(classes=6, train_per_class=6, val_per_class=3, seed=0)
 
 

@@ -19,7 +19,9 @@ class AlexNetModule(L.LightningModule):
 
     def __init__(self, model: dict, optim: dict, channels_last: bool = False, compile: bool = False) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # Named rather than read from the caller's frame, which finds nothing once __init__ is wrapped (mutation
+        # testing wraps every function) and would leave checkpoints without the network eval.py rebuilds.
+        self.save_hyperparameters({"model": model, "optim": optim, "channels_last": channels_last, "compile": compile})
         self.net = AlexNet(**model)
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
