@@ -12,12 +12,15 @@ from omegaconf import DictConfig
 import alexnet.config  # noqa: F401  (registers the schema)
 from alexnet.errors import user_errors_reported
 from alexnet.runtime import keep_freed_memory
-from alexnet.training import train
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @user_errors_reported
 def main(cfg: DictConfig) -> float:
+    # Imported once the config has passed its checks (a Hydra callback): torch and Lightning take seconds to
+    # load, and a bad value is refused without them.
+    from alexnet.training import train
+
     if cfg.trainer.get("accelerator") == "cpu":
         keep_freed_memory()  # process-wide: the training step's freed activations are reused, not page-faulted
     results = train(cfg)
