@@ -161,7 +161,8 @@ def test_jobs_preparing_one_store_at_once_wait_for_each_other(sample_root, sampl
     """The jobs of a parallel sweep share data.store_dir: one prepares, the others wait and reuse it."""
     import multiprocessing
 
-    context = multiprocessing.get_context("spawn")
+    # Forked, as prepare() forks its own workers: a spawned job spends seconds importing before it can race.
+    context = multiprocessing.get_context("fork")
     start = context.Event()
     jobs = [context.Process(target=_prepare_in_a_process, args=(sample_root, tmp_path / "store", start)) for _ in "ab"]
     for job in jobs:
