@@ -1,4 +1,8 @@
+import contextlib
+import functools
+import io
 import os
+from pathlib import Path
 
 import pytest
 
@@ -7,6 +11,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 from alexnet.data.prepare import prepare
 from alexnet.data.sample import SampleSpec, make_sample
+from fast_run import FAST, narrow_network
 
 
 def pytest_configure(config):
@@ -17,6 +22,7 @@ def pytest_configure(config):
         from mutmut.mutation import trampoline
 
         trampoline._mutant_under_test = os.environ.pop("MUTANT_UNDER_TEST")
+
 
 SMALL = SampleSpec(classes=6, train_per_class=6, val_per_class=3, seed=0)
 
@@ -34,12 +40,27 @@ def sample_store(sample_root, tmp_path_factory):
     return store
 
 
-CONF = os.path.join(os.path.dirname(__file__), "..", "conf")
+@pytest.fixture(scope="session")
+def run_data_dir(tmp_path_factory):
+    """paths.data_dir for runs that train on the sample set rather than test its preparation (which
+    tests/test_prepare.py, tests/test_layout.py and tests/test_config.py do, each in its own folder): the
+    sample and each of its stores are made once, by the first run that needs them."""
+    return tmp_path_factory.mktemp("data")
 
 
 @pytest.fixture
-def compose(tmp_path):
-    """compose(*overrides) -> the real config, as train.py would get it, writing under tmp_path."""
+def narrow():
+    """The test's networks are narrow (fast_run.narrow_network)."""
+    with narrow_network():
+        yield
+
+
+CONF = os.path.join(os.path.dirname(__file__), "..", "conf")
+
+
+def compose_config(tmp: Path, *overrides: str, run: str = "run", data_dir: Path | None = None):
+    """The real config, as train.py would get it, writing under `tmp` (the run in tmp/run); its data under tmp
+    too, or in `data_dir` (run_data_dir: the sample and stores that other runs made)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -48,18 +69,47 @@ def compose(tmp_path):
 
     import alexnet.config  # noqa: F401
 
-    def make(*overrides: str, run: str = "run"):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(os.path.abspath(CONF), version_base="1.3"):
-            cfg = hydra_compose(
-                "config",
-                overrides=[f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}", *overrides],
-                return_hydra_config=True,
-            )
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / run)
-        return cfg
-
-    yield make
     GlobalHydra.instance().clear()
+    with initialize_config_dir(os.path.abspath(CONF), version_base="1.3"):
+        cfg = hydra_compose(
+            "config",
+            overrides=[f"paths.data_dir={data_dir or tmp / 'data'}", f"paths.log_dir={tmp / 'logs'}", *overrides],
+            return_hydra_config=True,
+        )
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp / run)
+    return cfg
+
+
+@pytest.fixture
+def compose(tmp_path):
+    """compose(*overrides, run=..., data_dir=...) -> compose_config under tmp_path."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    yield functools.partial(compose_config, tmp_path)
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def paper_run(tmp_path_factory, run_data_dir):
+    """One finished run of the paper's network (fc6 and fc7 4096 wide) on the sample set, its class count taken
+    from the store: 1 epoch, checkpoints, evaluation. Its results and what it printed, for tests that only read
+    them (tests/test_provenance.py, tests/test_eval.py)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from alexnet.training import train
+
+    any_classes = [o for o in FAST if not o.startswith("model.num_classes")]
+    cfg = compose_config(
+        tmp_path_factory.mktemp("paper_run"),
+        *any_classes,
+        "model.num_classes=null",
+        "trainer.max_epochs=1",
+        data_dir=run_data_dir,
+    )
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        results = train(cfg)
+    GlobalHydra.instance().clear()
+    return results, printed.getvalue()

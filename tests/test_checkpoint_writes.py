@@ -93,14 +93,16 @@ def test_temporaries_of_interrupted_writes_are_removed_and_nothing_else(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "notes.tmp"]
 
 
-def test_a_run_clears_the_temporaries_a_kill_left_and_a_finished_run_resumed_changes_nothing(compose, tmp_path, capsys):
+def test_a_run_clears_the_temporaries_a_kill_left_and_a_finished_run_resumed_changes_nothing(
+    compose, tmp_path, run_data_dir, narrow, capsys
+):
     checkpoints = tmp_path / "run" / "checkpoints"
     checkpoints.mkdir(parents=True)
     (checkpoints / ".last.ckpt.killed.tmp").write_bytes(b"half a checkpoint")
-    results = train(compose(*FAST, "trainer.max_epochs=1"))
+    results = train(compose(*FAST, "trainer.max_epochs=1", data_dir=run_data_dir))
     assert not (checkpoints / ".last.ckpt.killed.tmp").exists()
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tmp_path / "run").rglob("*") if p.is_file()}
-    again = train(compose(*FAST, "trainer.max_epochs=1", "ckpt_path=last"))
+    again = train(compose(*FAST, "trainer.max_epochs=1", "ckpt_path=last", data_dir=run_data_dir))
     assert again == json.loads((tmp_path / "run" / "results.json").read_text()) == json.loads(json.dumps(results))
     assert "has finished its 1 epochs" in capsys.readouterr().out
     after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tmp_path / "run").rglob("*") if p.is_file()}

@@ -36,20 +36,20 @@ FAST_PATH = {
 
 
 def network_keys() -> set[str]:
-    return {f"net.{key}" for key in AlexNet(num_classes=6, input_size=163).state_dict()}
+    return {f"net.{key}" for key in AlexNet(num_classes=6, input_size=67).state_dict()}
 
 
 def last_checkpoint(run: Path) -> dict:
     return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
 
 
-def check_checkpoint_is_read_everywhere(compose, tmp_path: Path, results: dict, overrides: list[str]) -> None:
+def check_checkpoint_is_read_everywhere(compose, tmp_path: Path, results: dict, overrides: list[str], data_dir) -> None:
     """The run's evaluated checkpoint holds each weight once, under the plain keys, and eval.py, the figures'
     loader and AlexNet.from_checkpoint all read it and compute the same network."""
     best = results["checkpoint"]
     saved = torch.load(best, map_location="cpu", weights_only=False)
     assert set(saved["state_dict"]) == network_keys()
-    evaluated = evaluate_checkpoints(compose(*FAST, *overrides, f"ckpt_path={best}", run="eval"))
+    evaluated = evaluate_checkpoints(compose(*FAST, *overrides, f"ckpt_path={best}", run="eval", data_dir=data_dir))
     # The same checkpoint on the same images: eval.py's numbers are the run's own (one image of 18 apart at
     # most where the device's kernels reorder sums near a tie).
     for key in ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop"):
@@ -57,7 +57,7 @@ def check_checkpoint_is_read_everywhere(compose, tmp_path: Path, results: dict, 
     run = load_run(tmp_path / "run", device="cpu")
     net = AlexNet.from_checkpoint(best)
     assert net.placement == "grouped" and not net.training
-    x = torch.randn(2, 3, 163, 163) * 50
+    x = torch.randn(2, 3, 67, 67) * 50
     with torch.no_grad():
         torch.testing.assert_close(run.module.net(x), net(x))
         for key, value in net.state_dict().items():
@@ -65,24 +65,26 @@ def check_checkpoint_is_read_everywhere(compose, tmp_path: Path, results: dict, 
 
 
 @pytest.mark.parametrize("device", ["cpu", ON_CUDA])
-def test_the_fast_path_trains_evaluates_and_its_checkpoint_is_read_everywhere(compose, tmp_path, device):
+def test_the_fast_path_trains_evaluates_and_its_checkpoint_is_read_everywhere(
+    compose, tmp_path, run_data_dir, narrow, device
+):
     overrides = FAST_PATH[device]
-    results = train(compose(*FAST, *overrides, "trainer.max_epochs=2"))
+    results = train(compose(*FAST, *overrides, "trainer.max_epochs=2", data_dir=run_data_dir))
     assert results["steps"] == 2 * (35 // 8) and results["epochs"] == 2
     assert 0.0 <= results["top1_err_10crop"] <= 1.0 and np.isfinite(results["top1_err"])
-    check_checkpoint_is_read_everywhere(compose, tmp_path, results, overrides)
+    check_checkpoint_is_read_everywhere(compose, tmp_path, results, overrides, run_data_dir)
 
 
 @pytest.mark.parametrize("device", [pytest.param("cpu", marks=pytest.mark.slow), ON_CUDA])
-def test_a_compiled_run_has_plain_checkpoint_keys_and_is_read_everywhere(compose, tmp_path, device):
+def test_a_compiled_run_has_plain_checkpoint_keys_and_is_read_everywhere(compose, tmp_path, run_data_dir, device):
     overrides = [*FAST_PATH[device], "runtime.compile=true"]
-    results = train(compose(*FAST, *overrides, "trainer.max_epochs=1"))
+    results = train(compose(*FAST, *overrides, "trainer.max_epochs=1", data_dir=run_data_dir))
     assert set(last_checkpoint(tmp_path / "run")["state_dict"]) == network_keys()
-    check_checkpoint_is_read_everywhere(compose, tmp_path, results, overrides)
+    check_checkpoint_is_read_everywhere(compose, tmp_path, results, overrides, run_data_dir)
 
 
-def test_a_compiled_module_is_compiled_in_place_and_saves_the_plain_keys():
-    model = {"num_classes": 6, "input_size": 163, "dropout": 0.0}
+def test_a_compiled_module_is_compiled_in_place_and_saves_the_plain_keys(narrow):
+    model = {"num_classes": 6, "input_size": 67, "dropout": 0.0}
     optim = {"rule": "paper", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "lr_factor": 0.1}
     plain, compiled = AlexNetModule(model, optim), AlexNetModule(model, optim, compile=True)
     assert list(compiled.state_dict()) == list(plain.state_dict())
@@ -91,10 +93,10 @@ def test_a_compiled_module_is_compiled_in_place_and_saves_the_plain_keys():
     assert compiled.net._compiled_call_impl is not None  # compiled in place: the module's own call is compiled
 
 
-def test_under_bf16_autocast_the_network_runs_in_bf16_and_the_probabilities_are_fp32():
+def test_under_bf16_autocast_the_network_runs_in_bf16_and_the_probabilities_are_fp32(narrow):
     torch.manual_seed(0)
-    module = AlexNetModule({"num_classes": 6, "input_size": 163, "init": "caffe"}, {"rule": "paper", "lr": 0.01}).eval()
-    crops = torch.randn(2, 10, 3, 163, 163) * 50
+    module = AlexNetModule({"num_classes": 6, "input_size": 67, "init": "caffe"}, {"rule": "paper", "lr": 0.01}).eval()
+    crops = torch.randn(2, 10, 3, 67, 67) * 50
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         logits = module.net(crops.flatten(0, 1))
         probs = module(crops)
@@ -104,10 +106,10 @@ def test_under_bf16_autocast_the_network_runs_in_bf16_and_the_probabilities_are_
     torch.testing.assert_close(probs.sum(dim=1), torch.ones(2), rtol=0, atol=1e-6)
 
 
-def test_an_older_checkpoint_loads_as_it_was_trained(tmp_path):
+def test_an_older_checkpoint_loads_as_it_was_trained(tmp_path, narrow):
     """Older checkpoints hold each weight under a second name too, and were trained with nn.Dropout's
     scaling before model.dropout_scaling existed (its hyperparameters do not name it)."""
-    module = AlexNetModule({"num_classes": 6, "input_size": 163, "dropout_scaling": "inverted"}, {"rule": "paper"})
+    module = AlexNetModule({"num_classes": 6, "input_size": 67, "dropout_scaling": "inverted"}, {"rule": "paper"})
     state = module.state_dict()
     second_names = {key.replace("net.", "step_net._orig_mod.", 1): value for key, value in state.items()}
     hparams = dict(module.hparams)
@@ -116,7 +118,7 @@ def test_an_older_checkpoint_loads_as_it_was_trained(tmp_path):
     torch.save({"hyper_parameters": hparams, "state_dict": {**state, **second_names}}, path)
     net = AlexNet.from_checkpoint(path)
     loaded = module_from_checkpoint(torch.load(path, weights_only=False)).eval()
-    x = torch.randn(2, 3, 163, 163) * 50
+    x = torch.randn(2, 3, 67, 67) * 50
     with torch.no_grad():
         torch.testing.assert_close(net(x), module.eval().net(x))  # inverted: no x0.5 at test time
         torch.testing.assert_close(loaded.net(x), module.net(x))
@@ -126,13 +128,13 @@ def test_an_older_checkpoint_loads_as_it_was_trained(tmp_path):
 
 
 @pytest.mark.parametrize("device", ["cpu", ON_CUDA])
-def test_ddp_with_one_device_trains_and_evaluates(compose, tmp_path, device):
+def test_ddp_with_one_device_trains_and_evaluates(compose, run_data_dir, narrow, device):
     overrides = ["trainer=ddp", "trainer.devices=1"]
     if device == "cpu":
         overrides += ["trainer.accelerator=cpu", "trainer.precision=32-true", "trainer.benchmark=false"]
     environment = dict(os.environ)
     try:
-        results = train(compose(*FAST, *overrides, "trainer.max_epochs=1"))
+        results = train(compose(*FAST, *overrides, "trainer.max_epochs=1", data_dir=run_data_dir))
     finally:  # DDP in this process leaves its process group and MASTER_PORT behind, for later tests to trip on
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -11,40 +11,16 @@ import pytest
 
 from alexnet.errors import CheckpointError
 from alexnet.evaluation import evaluate_checkpoints
-from alexnet.training import train
 from fast_run import FAST
 
 ROOT = Path(__file__).parents[1]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A short run on the sample set (6 classes, 163-pixel crops, LRN on): its results and best checkpoint."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    import alexnet.config  # noqa: F401
-
-    tmp = tmp_path_factory.mktemp("trained")
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                f"paths.data_dir={tmp / 'data'}",
-                f"paths.log_dir={tmp / 'logs'}",
-                *FAST,
-                "trainer.max_epochs=1",
-            ],
-            return_hydra_config=True,
-        )
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp / "run")
-    results = train(cfg)
-    GlobalHydra.instance().clear()
+@pytest.fixture
+def trained(paper_run):
+    """A short run of the paper's network on the sample set (6 classes, 67-pixel crops, LRN on): its results and
+    best checkpoint."""
+    results, _ = paper_run
     return results
 
 
@@ -53,7 +29,7 @@ def trained(tmp_path_factory):
     [
         ("model.lrn=false", "model.lrn=False but .* was trained with model.lrn=True"),
         ("model.activation=tanh", "model.activation=tanh but .* was trained with model.activation=relu"),
-        ("data.crop_size=195", "data.crop_size=195 but .* was trained on 163-pixel crops"),
+        ("data.crop_size=195", "data.crop_size=195 but .* was trained on 67-pixel crops"),
     ],
 )
 def test_overrides_that_contradict_the_checkpoint_are_refused_naming_both_values(compose, trained, override, message):
@@ -89,7 +65,7 @@ def test_the_readmes_eval_command_works_on_a_cpu_machine_with_the_checkpoints_da
     for key in ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop"):
         assert results[key] == pytest.approx(trained[key]), key  # the same network on the same images
         assert f"{key}={results[key]:.4f}" in done.stdout
-    assert results["model"]["num_classes"] == 6 and results["data"]["crop_size"] == 163
+    assert results["model"]["num_classes"] == 6 and results["data"]["crop_size"] == 67
     assert results["epochs"] == trained["epochs"] == 1  # counted as train.py counts them
     assert (
         f"data.store_dir={trained['store_dir']}" in done.stdout or "on the data of the checkpoint's run" in done.stdout

@@ -22,18 +22,19 @@ from alexnet.model import AlexNet
 from alexnet.module import AlexNetModule
 
 OPTIM = {"rule": "paper", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
+SMALL = 67  # the smallest input the network takes (pool5 1x1): the figures' code does not depend on it
 
 
 def small_module(**model):
-    return AlexNetModule({"num_classes": 6, "input_size": 163, "dropout": 0.0, **model}, OPTIM).eval()
+    return AlexNetModule({"num_classes": 6, "input_size": SMALL, "dropout": 0.0, **model}, OPTIM).eval()
 
 
 def test_features_are_what_fc8_sees_in_both_placements():
     torch.manual_seed(0)
-    grouped = AlexNet(num_classes=7, input_size=163, dropout=0.0).double()
-    split = AlexNet(num_classes=7, input_size=163, dropout=0.0, placement="split", devices=["cpu", "cpu"]).double()
+    grouped = AlexNet(num_classes=7, input_size=SMALL, dropout=0.0).double()
+    split = AlexNet(num_classes=7, input_size=SMALL, dropout=0.0, placement="split", devices=["cpu", "cpu"]).double()
     split.load_state_dict(grouped.state_dict())
-    x = torch.randn(2, 3, 163, 163, dtype=torch.float64) * 50
+    x = torch.randn(2, 3, SMALL, SMALL, dtype=torch.float64) * 50
     fc7 = grouped.features(x)
     assert fc7.shape == (2, 4096)
     torch.testing.assert_close(grouped.fc8(fc7), grouped(x))
@@ -41,7 +42,7 @@ def test_features_are_what_fc8_sees_in_both_placements():
 
 
 @pytest.mark.parametrize("placement", ["grouped", "split"])
-def test_conv1_kernels_are_the_first_and_second_halves_of_conv1(placement):
+def test_conv1_kernels_are_the_first_and_second_halves_of_conv1(narrow, placement):
     module = small_module(placement=placement, devices=["cpu", "cpu"])
     weight = module.net.state_dict()["conv1.conv.weight"]
     first, second = conv1_kernels(module)
@@ -86,7 +87,7 @@ def test_nearest_matches_a_brute_force_search():
     assert nearest(torch.zeros(1, 2), torch.zeros(3, 2), k=5)[1].shape == (1, 3)  # fewer than k to search
 
 
-def test_centre_crop_outputs_are_the_networks_one_crop_test_outputs(sample_store):
+def test_centre_crop_outputs_are_the_networks_one_crop_test_outputs(sample_store, narrow):
     store = Store.open(sample_store)
     module = small_module()
     run = TrainedRun(sample_store, {}, module, store)
@@ -94,13 +95,13 @@ def test_centre_crop_outputs_are_the_networks_one_crop_test_outputs(sample_store
     assert len(readable_slots(store, "train")) == store.manifest["splits"]["train"]["images"] == 35  # 1 unreadable
     fc7, probs = centre_crop_outputs(run, "train", slots, batch_size=2)
     images = torch.from_numpy(store.images("train")[slots])
-    x = eval_batch(images, torch.from_numpy(store.mean), 163, ten_crop=False)
+    x = eval_batch(images, torch.from_numpy(store.mean), SMALL, ten_crop=False)
     with torch.no_grad():
         torch.testing.assert_close(fc7, module.net.features(x))
         torch.testing.assert_close(probs, module(x))
 
 
-def test_load_run_rebuilds_the_evaluated_network_on_one_device(sample_store, tmp_path):
+def test_load_run_rebuilds_the_evaluated_network_on_one_device(sample_store, tmp_path, narrow):
     trained = small_module(placement="split", devices=["cpu", "cpu"])
     checkpoint = tmp_path / "best.ckpt"
     torch.save({"hyper_parameters": dict(trained.hparams), "state_dict": trained.state_dict()}, checkpoint)

@@ -1,10 +1,13 @@
 """Section 3.2: the columns talk only where the paper says, and on two devices ("split") they compute what the
-grouped layers compute. Small networks (input 67, pool5 1x1): the input size does not matter here."""
+grouped layers compute. Small networks (input 67, pool5 1x1; fc6 and fc7 narrow, fast_run.narrow_network): the
+sizes do not matter here."""
 
+import pytest
 import torch
 
 from alexnet.model import AlexNet
 
+pytestmark = pytest.mark.usefixtures("narrow")
 SMALL = 67
 
 

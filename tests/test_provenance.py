@@ -37,22 +37,22 @@ def test_default_stores_are_distinct_per_source_and_settings(compose):
     assert all(Path(cfg.store_dir).parent == Path(configs[0].store_dir).parent for cfg in configs)
 
 
-def test_a_class_count_that_disagrees_with_the_store_is_refused_before_training(compose, tmp_path):
+def test_a_class_count_that_disagrees_with_the_store_is_refused_before_training(compose, tmp_path, run_data_dir):
     for wrong in (3, 1000):  # fewer would crash at the first label >= 3, more would train a wrong head
-        cfg = compose(*FAST_ANY_CLASSES, f"model.num_classes={wrong}")
+        cfg = compose(*FAST_ANY_CLASSES, f"model.num_classes={wrong}", data_dir=run_data_dir)
         with pytest.raises(ValueError, match=rf"model\.num_classes={wrong}, but the store in .* holds 6 classes"):
             train(cfg)
     assert not (tmp_path / "run").exists(), "no checkpoint, log or result was written"
 
 
-def test_the_class_count_comes_from_the_store_and_the_run_says_what_it_trains_and_where_from(compose, tmp_path, capsys):
-    results = train(compose(*FAST_ANY_CLASSES, "model.num_classes=null", "trainer.max_epochs=1"))
+def test_the_class_count_comes_from_the_store_and_the_run_says_what_it_trains_and_where_from(paper_run):
+    results, summary = paper_run  # model.num_classes=null
+    run = Path(results["output_dir"])
     assert results["num_classes"] == 6
-    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert checkpoint["state_dict"]["net.fc8.weight"].shape == (6, 4096)
     assert checkpoint["hyper_parameters"]["model"]["num_classes"] == 6, "eval.py rebuilds the head from here"
 
-    summary = capsys.readouterr().out
     for line in (
         "experiment smoke",
         "data       ",
@@ -67,7 +67,7 @@ def test_the_class_count_comes_from_the_store_and_the_run_says_what_it_trains_an
     ):
         assert line in summary, line
 
-    provenance = json.loads((tmp_path / "run" / "results.json").read_text())["provenance"]
+    provenance = json.loads((run / "results.json").read_text())["provenance"]
     head = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
     assert provenance["git"]["commit"] == head.stdout.strip() and isinstance(provenance["git"]["dirty"], bool)
     store = Path(results["store_dir"])

@@ -24,8 +24,8 @@ def read_checkpoint(path):
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def test_fit_evaluates_and_writes_results(compose, tmp_path):
-    cfg = compose(*FAST, "trainer.max_epochs=2")
+def test_fit_evaluates_and_writes_results(compose, tmp_path, run_data_dir, narrow):
+    cfg = compose(*FAST, "trainer.max_epochs=2", data_dir=run_data_dir)
     results = train(cfg)
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
@@ -56,8 +56,8 @@ def test_fit_evaluates_and_writes_results(compose, tmp_path):
         assert float(value) == pytest.approx(saved[key])
 
 
-def test_training_reads_a_jpeg_store_decoding_each_batch_where_it_trains(compose, tmp_path):
-    cfg = compose(*FAST, *NO_CHECKPOINTS, "trainer.max_epochs=1", "data.store_format=jpeg")
+def test_training_reads_a_jpeg_store_decoding_each_batch_where_it_trains(compose, run_data_dir, narrow):
+    cfg = compose(*FAST, *NO_CHECKPOINTS, "trainer.max_epochs=1", "data.store_format=jpeg", data_dir=run_data_dir)
     results = train(cfg)
     manifest = json.loads((Path(results["store_dir"]) / "manifest.json").read_text())
     assert manifest["settings"]["format"] == "jpeg" and not list(Path(results["store_dir"]).glob("*_images.npy"))
@@ -76,7 +76,9 @@ def add_callback(monkeypatch, callback: L.Callback) -> None:
     monkeypatch.setattr(training, "instantiate", with_callback)
 
 
-def test_resume_from_last_starts_at_the_checkpoint_and_equals_an_uninterrupted_run(compose, tmp_path, monkeypatch):
+def test_resume_from_last_starts_at_the_checkpoint_and_equals_an_uninterrupted_run(
+    compose, tmp_path, run_data_dir, narrow, monkeypatch
+):
     """Without random augmentation or dropout the run is deterministic, so a run stopped after epoch 1 and
     resumed must end with exactly the weights and momentum of one that never stopped. Training from scratch
     would end there too: the resumed fit must also start at the checkpoint's step."""
@@ -84,11 +86,11 @@ def test_resume_from_last_starts_at_the_checkpoint_and_equals_an_uninterrupted_r
     add_callback(monkeypatch, first_step)
     fixed = [*FAST, "data.crops_flips=false", "data.pca_lighting=0", "model.dropout=0", "evaluate=false"]
     fixed.append("callbacks.best=null")  # resuming reads last.ckpt only
-    train(compose(*fixed, "trainer.max_epochs=2", run="straight"))
-    train(compose(*fixed, "trainer.max_epochs=1", run="resumed"))
+    train(compose(*fixed, "trainer.max_epochs=2", run="straight", data_dir=run_data_dir))
+    train(compose(*fixed, "trainer.max_epochs=1", run="resumed", data_dir=run_data_dir))
     first = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
     assert first["global_step"] == 4
-    train(compose(*fixed, "trainer.max_epochs=2", "ckpt_path=last", run="resumed"))
+    train(compose(*fixed, "trainer.max_epochs=2", "ckpt_path=last", run="resumed", data_dir=run_data_dir))
     assert first_step.starts == [(0, 0), (0, 0), (4, 1)]
     straight = read_checkpoint(tmp_path / "straight" / "checkpoints" / "last.ckpt")
     resumed = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
@@ -101,10 +103,10 @@ def test_resume_from_last_starts_at_the_checkpoint_and_equals_an_uninterrupted_r
         torch.testing.assert_close(resumed["optimizer_states"][0]["state"][index]["velocity"], state["velocity"])
 
 
-def test_a_fresh_run_sets_old_checkpoints_aside(compose, tmp_path):
+def test_a_fresh_run_sets_old_checkpoints_aside(compose, tmp_path, run_data_dir, narrow):
     one_step = [*FAST, "trainer.max_epochs=1", "+trainer.limit_train_batches=1", "evaluate=false"]
-    train(compose(*one_step))
-    train(compose(*one_step))
+    train(compose(*one_step, data_dir=run_data_dir))
+    train(compose(*one_step, data_dir=run_data_dir))
     assert (tmp_path / "run" / "checkpoints.previous-1" / "last.ckpt").is_file()
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
@@ -118,7 +120,9 @@ class OptimizerDevices(L.Callback):
         self.columns = [{p.device for p in column.parameters()} for column in pl_module.net.column]
 
 
-def test_split_placement_trains_with_each_column_and_its_momentum_on_its_device(compose, tmp_path, monkeypatch):
+def test_split_placement_trains_with_each_column_and_its_momentum_on_its_device(
+    compose, tmp_path, run_data_dir, narrow, monkeypatch
+):
     overrides = [
         *FAST,
         "evaluate=false",
@@ -127,7 +131,7 @@ def test_split_placement_trains_with_each_column_and_its_momentum_on_its_device(
         "+trainer.strategy._target_=alexnet.strategy.ColumnPlacementStrategy",
         "+trainer.strategy.devices=${model.devices}",
     ]
-    cfg = compose(*overrides, "trainer.max_epochs=1")
+    cfg = compose(*overrides, "trainer.max_epochs=1", data_dir=run_data_dir)
     recorder = OptimizerDevices()
     add_callback(monkeypatch, recorder)
     train(cfg)
@@ -139,7 +143,7 @@ def test_split_placement_trains_with_each_column_and_its_momentum_on_its_device(
     assert state["state_dict"]["net.conv2.conv.weight"].shape == (256, 48, 5, 5)
     # Resuming puts the momentum back beside its column (ColumnPlacementStrategy.load_optimizer_state_dict).
     recorder.pairs = None
-    train(compose(*overrides, "trainer.max_epochs=2", "ckpt_path=last"))
+    train(compose(*overrides, "trainer.max_epochs=2", "ckpt_path=last", data_dir=run_data_dir))
     assert len(recorder.pairs) == 2 * 14 + 2 and all(param == velocity for param, velocity in recorder.pairs)
 
 
@@ -172,7 +176,7 @@ def test_learning_rate_is_divided_by_10_when_val_error_stalls_three_times_at_mos
     assert sorted(set(lrs), reverse=True) == pytest.approx([0.01, 1e-3, 1e-4, 1e-5])
 
 
-def test_ensemble_averages_the_members_softmax():
+def test_ensemble_averages_the_members_softmax(narrow):
     from alexnet.evaluation import Ensemble
     from alexnet.module import AlexNetModule
 
@@ -211,7 +215,9 @@ def test_two_process_ddp_gives_the_same_validation_error_as_one_process(tmp_path
         assert one[key] == pytest.approx(distributed[key], abs=1e-6), key
 
 
-def test_a_non_finite_loss_stops_training_naming_the_step_and_keeps_good_checkpoints(compose, tmp_path, monkeypatch):
+def test_a_non_finite_loss_stops_training_naming_the_step_and_keeps_good_checkpoints(
+    compose, tmp_path, run_data_dir, narrow, monkeypatch
+):
     # An infinite loss (not a NaN: both must stop training) injected at step 5, the second step of epoch 1.
     real_cross_entropy, steps = torch.nn.functional.cross_entropy, []
 
@@ -221,7 +227,7 @@ def test_a_non_finite_loss_stops_training_naming_the_step_and_keeps_good_checkpo
         return loss + float("inf") if steps[-1] == 5 else loss
 
     monkeypatch.setattr(torch.nn.functional, "cross_entropy", infinite_at_step_5)
-    cfg = compose(*FAST, "trainer.max_epochs=3", "evaluate=false")
+    cfg = compose(*FAST, "trainer.max_epochs=3", "evaluate=false", data_dir=run_data_dir)
     with pytest.raises(FloatingPointError, match=r"Non-finite training loss \(inf\) at step 5 \(epoch 1\)"):
         train(cfg)
     assert steps == [0, 1, 2, 3, 4, 5], "training stopped at the step that went wrong"
@@ -232,7 +238,7 @@ def test_a_non_finite_loss_stops_training_naming_the_step_and_keeps_good_checkpo
         assert all(torch.isfinite(w).all() for w in weights.values()), checkpoint.name
 
 
-def training_losses(compose, seed: int, run: str, tmp_path) -> list[str]:
+def training_losses(compose, seed: int, run: str, tmp_path, data_dir) -> list[str]:
     train(
         compose(
             *FAST,
@@ -242,6 +248,7 @@ def training_losses(compose, seed: int, run: str, tmp_path) -> list[str]:
             "trainer.log_every_n_steps=1",
             f"seed={seed}",
             run=run,
+            data_dir=data_dir,
         )
     )
     rows = (tmp_path / run / "csv" / "metrics.csv").read_text().splitlines()
@@ -249,11 +256,13 @@ def training_losses(compose, seed: int, run: str, tmp_path) -> list[str]:
     return [r.split(",")[column] for r in rows[1:] if r.split(",")[column]]
 
 
-def test_the_same_seed_gives_identical_losses_on_the_cpu_and_another_seed_does_not(compose, tmp_path):
-    first = training_losses(compose, 0, "a", tmp_path)
+def test_the_same_seed_gives_identical_losses_on_the_cpu_and_another_seed_does_not(
+    compose, tmp_path, run_data_dir, narrow
+):
+    first = training_losses(compose, 0, "a", tmp_path, run_data_dir)
     assert len(first) == 4
-    assert training_losses(compose, 0, "b", tmp_path) == first
-    assert training_losses(compose, 1, "c", tmp_path) != first
+    assert training_losses(compose, 0, "b", tmp_path, run_data_dir) == first
+    assert training_losses(compose, 1, "c", tmp_path, run_data_dir) != first
 
 
 @pytest.mark.slow
