@@ -70,7 +70,11 @@ def store_rate(store: Store, limit: int, batch: int, augment: bool) -> float:
     for images, _ in loader:
         if isinstance(images, list):
             images = decode_batch(images, torch.device("cpu"))
-        out = train_batch(images, mean, eigval, eigvec, crop=227, lighting_std=0.1) if augment else images
+        out = (
+            train_batch(images, mean, eigval, eigvec, crop=227, crops_flips=True, lighting_std=0.1)
+            if augment
+            else images
+        )
         count += len(out)
     return count / (time.perf_counter() - start)
 

@@ -67,7 +67,7 @@ def find_window(image: torch.Tensor, crop: torch.Tensor) -> tuple[int, int, bool
 def test_random_crops_are_windows_of_the_image_flipped_about_half_the_time():
     x = images(64, 20, seed=1)
     g = torch.Generator().manual_seed(0)
-    out = train_batch(x, None, EIGVAL, EIGVEC, crop=16, lighting_std=0.0, generator=g)
+    out = train_batch(x, None, EIGVAL, EIGVEC, crop=16, crops_flips=True, lighting_std=0.0, generator=g)
     assert out.shape == (64, 3, 16, 16)
     found = [find_window(x[b], out[b]) for b in range(64)]
     offsets = {(y, x_) for y, x_, _ in found}
@@ -81,7 +81,16 @@ def test_mean_image_is_subtracted_over_the_same_window():
     x = images(16, 20, seed=2)
     same = x[0].expand(16, -1, -1, -1).contiguous()
     mean = x[0].float()
-    out = train_batch(same, mean, EIGVAL, EIGVEC, crop=12, lighting_std=0.0, generator=torch.Generator().manual_seed(1))
+    out = train_batch(
+        same,
+        mean,
+        EIGVAL,
+        EIGVEC,
+        crop=12,
+        crops_flips=True,
+        lighting_std=0.0,
+        generator=torch.Generator().manual_seed(1),
+    )
     assert torch.count_nonzero(out) == 0
 
 
@@ -107,23 +116,23 @@ def test_lighting_noise_is_alpha_times_lambda_on_the_0_255_scale():
 def test_lighting_adds_one_offset_per_image_to_every_pixel():
     x = images(8, 16)
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    plain = train_batch(x, None, EIGVAL, EIGVEC, crop=12, lighting_std=0.0, generator=g1)
-    lit = train_batch(x, None, EIGVAL, EIGVEC, crop=12, lighting_std=0.1, generator=g2)
+    plain = train_batch(x, None, EIGVAL, EIGVEC, crop=12, crops_flips=True, lighting_std=0.0, generator=g1)
+    lit = train_batch(x, None, EIGVAL, EIGVEC, crop=12, crops_flips=True, lighting_std=0.1, generator=g2)
     delta = lit - plain  # (B, 3, c, c): constant over pixels, different between images
     assert torch.allclose(delta, delta[:, :, :1, :1].expand_as(delta), atol=1e-4)
     assert delta[:, :, 0, 0].unique(dim=0).shape[0] == 8
 
 
 def test_output_is_float_channels_last():
-    out = train_batch(images(2, 20), None, EIGVAL, EIGVEC, crop=16)
+    out = train_batch(images(2, 20), None, EIGVAL, EIGVEC, crop=16, crops_flips=True, lighting_std=0.1)
     assert out.dtype == torch.float32 and out.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_the_same_seed_gives_the_same_batch_and_another_seed_does_not():
     x = images(4, 20)
-    a = train_batch(x, None, EIGVAL, EIGVEC, 16, generator=torch.Generator().manual_seed(3))
-    b = train_batch(x, None, EIGVAL, EIGVEC, 16, generator=torch.Generator().manual_seed(3))
-    c = train_batch(x, None, EIGVAL, EIGVEC, 16, generator=torch.Generator().manual_seed(4))
+    a = train_batch(x, None, EIGVAL, EIGVEC, 16, True, 0.1, torch.Generator().manual_seed(3))
+    b = train_batch(x, None, EIGVAL, EIGVEC, 16, True, 0.1, torch.Generator().manual_seed(3))
+    c = train_batch(x, None, EIGVAL, EIGVEC, 16, True, 0.1, torch.Generator().manual_seed(4))
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, c)
 

@@ -217,7 +217,7 @@ def test_random_crops_take_every_offset_and_flip_half_the_images():
     grid = (10 * torch.arange(4)[:, None] + torch.arange(4)[None, :]).to(torch.uint8)
     x = grid[None, :, :, None].expand(count, 4, 4, 3).contiguous()
     eigval, eigvec = torch.ones(3), torch.eye(3)
-    out = train_batch(x, None, eigval, eigvec, crop=3, lighting_std=0.0, generator=torch.Generator().manual_seed(0))
+    out = train_batch(x, None, eigval, eigvec, 3, True, 0.0, torch.Generator().manual_seed(0))
     first_row = out[:, 0, 0].long()  # (count, 3)
     flipped = first_row[:, 0] > first_row[:, 2]
     top, left = first_row.amin(dim=1) // 10, first_row.amin(dim=1) % 10

@@ -91,12 +91,13 @@ def train_batch(
     eigval: torch.Tensor,
     eigvec: torch.Tensor,
     crop: int,
-    crops_flips: bool = True,
-    lighting_std: float = 0.1,
+    crops_flips: bool,
+    lighting_std: float,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Random crop + horizontal flip (or the central crop when crops_flips is off), mean image subtracted
-    from the same window, PCA lighting noise added."""
+    from the same window, PCA lighting noise of std `lighting_std` added. No defaults: the paper's values
+    live in the config (data.crops_flips, data.pca_lighting) alone."""
     size, count, device = images.shape[1], images.shape[0], images.device
     if crops_flips:
         offsets = torch.randint(0, size - crop + 1, (2, count), device=device, generator=generator)
