@@ -15,7 +15,7 @@ import torchvision.transforms as T
 from PIL import Image
 
 from alexnet.data import prepare as prepare_module
-from alexnet.data.prepare import UnreadableImageError, describe, load_image, prepare, verify
+from alexnet.data.prepare import UnreadableImageError, _verify_images, describe, load_image, prepare, verify
 from alexnet.data.sample import SampleSpec, make_sample
 from alexnet.data.store import Store, StoreError
 
@@ -343,6 +343,31 @@ def test_verify_names_the_image_and_the_labels_file_whose_bytes_changed(sample_s
     assert len(problems) == 2, problems
     assert problems[0].startswith("train_images.npy (slots 17-17, bytes ")
     assert problems[1].startswith("val_labels.npy: the bytes differ")
+
+
+@pytest.mark.parametrize("block", [64, 4])
+def test_verify_merges_adjacent_damaged_slots_into_ranges_whose_bytes_hold_the_flipped_ones(
+    sample_store, copy_of, block
+):
+    """Slots 0, 17-18 and 20 damaged: three ranges, each naming the bytes the flipped ones lie in. Blocks of 4
+    put the slots in several blocks, each counted from its own start."""
+    store = copy_of(sample_store)
+    images = np.load(store / "train_images.npy", mmap_mode="r")
+    header, per_slot = images.offset, images[0].nbytes
+    del images
+    flipped = {slot: header + slot * per_slot + 5 for slot in (0, 17, 18, 20)}
+    for offset in flipped.values():
+        flip_bit(store / "train_images.npy", offset)
+    problems = _verify_images(store, "train_images.npy", store / "train_image_digests.npy", block)
+    expected = []
+    for first, last in [(0, 0), (17, 18), (20, 20)]:
+        low, high = header + first * per_slot, header + (last + 1) * per_slot - 1
+        assert all(low <= flipped[slot] <= high for slot in range(first, last + 1))
+        expected.append(
+            f"train_images.npy (slots {first}-{last}, bytes {low:,}-{high:,}): "
+            "the images differ from those prepared (checksum mismatch)"
+        )
+    assert problems == expected
 
 
 def test_verify_names_the_jpeg_chunk_that_changed(jpeg_store, copy_of):
