@@ -107,3 +107,61 @@ def test_the_module_decays_every_weight_and_the_biases_only_when_asked(decay_bia
     assert sum(len(group["params"]) for group in optimizer.param_groups) == len(decay) == 16
     for name, p in module.named_parameters():  # the biases are the 1-d parameters of conv and linear layers
         assert decay[id(p)] == (WD if p.ndim > 1 or decay_biases else 0.0), name
+
+
+@pytest.mark.parametrize(
+    "lr, momentum, weight_decay", [(0.0, MU, WD), (0.01, 1.0, WD), (0.01, -0.1, WD), (0.01, MU, -1e-9)]
+)
+def test_paper_sgd_refuses_a_rule_that_is_not_the_papers_form(lr, momentum, weight_decay):
+    with pytest.raises(ValueError, match=r"optim: need lr > 0, 0 <= momentum < 1, weight_decay >= 0"):
+        PaperSGD([torch.nn.Parameter(torch.zeros(1))], lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def test_paper_sgd_accepts_no_momentum_and_no_decay():
+    PaperSGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01, momentum=0.0, weight_decay=0.0)
+
+
+@pytest.mark.parametrize("rule", ["paper", "torch"])
+def test_both_rules_get_the_configured_momentum_and_name_their_groups_for_the_logs(rule):
+    layer = torch.nn.Linear(2, 2)
+    optimizer = build_optimizer(
+        layer.named_parameters(), rule, lr=0.01, momentum=MU, weight_decay=WD, decay_biases=False
+    )
+    groups = [(g["name"], g["lr"], g["momentum"], g["weight_decay"]) for g in optimizer.param_groups]
+    assert groups == [("weights", 0.01, MU, WD), ("biases", 0.01, MU, 0.0)]
+
+
+SCHEDULE = {"rule": "paper", "lr": 0.01, "momentum": MU, "weight_decay": WD, "decay_biases": False}
+SCHEDULE |= {"lr_factor": 0.1, "patience": 1, "max_drops": 3}
+
+
+def scheduled(errors, checkpoint=None):
+    """The module's learning rate after each validation error; from `checkpoint`'s schedule when given."""
+    module = AlexNetModule({"num_classes": 10, "input_size": 67}, SCHEDULE)
+    if checkpoint is not None:
+        module.on_load_checkpoint(checkpoint)
+    optimizer = module.configure_optimizers()
+    lrs = []
+    for error in errors:
+        module.plateau.step(error)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    return module, lrs
+
+
+def test_learning_rate_is_divided_by_10_when_val_error_stalls_three_times_at_most(narrow):
+    _, lrs = scheduled([0.9, 0.8, 0.7] + [0.7] * 20)
+    assert lrs[:4] == [0.01] * 4  # improving, then one epoch of patience
+    # Each drop one multiplication by 0.1, exactly: no floor is reached before the third
+    assert sorted(set(lrs), reverse=True) == [0.01, 0.01 * 0.1, 0.01 * 0.1 * 0.1, 0.01 * 0.1 * 0.1 * 0.1]
+    assert lrs.index(0.01 * 0.1 * 0.1) - lrs.index(0.01 * 0.1) == 2  # patience counted again after a drop
+
+
+def test_a_rising_validation_error_is_a_stall(narrow):
+    assert scheduled([0.5, 0.6, 0.7])[1] == [0.01, 0.01, 0.001]
+
+
+def test_a_resumed_schedule_goes_on_from_the_checkpoints_patience(narrow):
+    module, lrs = scheduled([0.9, 0.8, 0.8])  # one epoch without improvement: the next one drops
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    assert lrs == [0.01] * 3 and scheduled([0.8], checkpoint)[1] == [0.001]

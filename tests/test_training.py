@@ -159,23 +159,6 @@ def test_smoke_experiment_runs_end_to_end_far_below_chance(tmp_path):
     assert list((tmp_path / "logs" / "smoke" / "baseline" / "wandb").glob("offline-run-*"))
 
 
-def test_learning_rate_is_divided_by_10_when_val_error_stalls_three_times_at_most():
-    from alexnet.module import AlexNetModule
-
-    optim = {"rule": "paper", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "decay_biases": False}
-    module = AlexNetModule(
-        {"num_classes": 10, "input_size": 67}, {**optim, "lr_factor": 0.1, "patience": 1, "max_drops": 3}
-    )
-    optimizer = module.configure_optimizers()
-    lrs = []
-    for error in [0.9, 0.8, 0.7] + [0.7] * 20:
-        module.plateau.step(error)
-        lrs.append(optimizer.param_groups[0]["lr"])
-    assert lrs[:4] == [0.01] * 4  # improving, then one epoch of patience
-    assert lrs[4] == pytest.approx(0.001)
-    assert sorted(set(lrs), reverse=True) == pytest.approx([0.01, 1e-3, 1e-4, 1e-5])
-
-
 def test_ensemble_averages_the_members_softmax(narrow):
     from alexnet.evaluation import Ensemble
     from alexnet.module import AlexNetModule
