@@ -15,7 +15,7 @@ from torch.optim import Optimizer
 
 
 class PaperSGD(Optimizer):
-    def __init__(self, params, lr: float, momentum: float, weight_decay: float):  # the values: conf/optim/
+    def __init__(self, params, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4):
         if lr <= 0 or not 0 <= momentum < 1 or weight_decay < 0:
             raise ValueError(
                 f"optim: need lr > 0, 0 <= momentum < 1, weight_decay >= 0; got {lr}, {momentum}, {weight_decay}"
