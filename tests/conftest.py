@@ -18,7 +18,12 @@ def pytest_configure(config):
     # mutmut (docs/mutation-testing.md) maps tests to functions in a run marked MUTANT_UNDER_TEST=stats. A script
     # a test starts would inherit the mark and fail looking for mutmut's settings in its own working directory, so
     # the mark stays in this process; when a mutant is under test, scripts inherit it and run the mutant.
-    if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+    if "MUTANT_UNDER_TEST" not in os.environ:
+        return
+    import torch
+
+    torch.set_num_threads(1)  # mutmut runs a worker per core: more threads each would only contend
+    if os.environ["MUTANT_UNDER_TEST"] == "stats":
         from mutmut.mutation import trampoline
 
         trampoline._mutant_under_test = os.environ.pop("MUTANT_UNDER_TEST")
