@@ -471,3 +471,19 @@ def test_the_summary_lists_every_file_not_used_with_the_reason(sample_store, tmp
     summary = describe(tmp_path / "store", manifest)
     assert "  not read from data.root:\n    train/n09000000/Thumbs.db: not an image" in summary
     assert "    train/n09000007/loop.JPEG: a symlink loop" in summary
+
+
+def test_the_summary_names_the_stores_form_and_cuts_a_long_list_at_20_saying_where_the_rest_is(
+    sample_store, jpeg_store
+):
+    manifest = json.loads((sample_store / "manifest.json").read_text())
+    manifest["layout_oddities"] = [{"path": f"train/odd/{i}.txt", "reason": "not an image"} for i in range(23)]
+    lines = describe(sample_store, manifest).splitlines()
+    assert lines[0] == f"store: {sample_store} (raw, 256 px, version {manifest['store_version']})"
+    assert lines[lines.index("  not read from data.root:") + 1 :] == [
+        *(f"    train/odd/{i}.txt: not an image" for i in range(20)),
+        f"    ... and 3 more, all in {sample_store / 'manifest.json'}",
+    ]
+    manifest["layout_oddities"] = manifest["layout_oddities"][:20]
+    assert describe(sample_store, manifest).splitlines()[-1] == "    train/odd/19.txt: not an image"
+    assert describe(jpeg_store, Store.open(jpeg_store).manifest).startswith(f"store: {jpeg_store} (jpeg, 256 px")
