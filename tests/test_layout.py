@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-from alexnet.data.layout import LayoutError, discover
+from alexnet.data.layout import LayoutError, discover, open_item
 
 
 def jpeg(path, colour=(200, 30, 30), size=(40, 30)):
@@ -168,11 +168,42 @@ def test_official_archives_are_read_in_place_with_the_same_labels_as_extracted_f
     assert not list((tmp_path / "archives").glob("*/"))  # nothing extracted
     for path, _ in archives.train[:3] + archives.val[:3]:
         member = archives.members[path]
-        with open(tmp_path / "archives" / member.archive, "rb") as f:
-            f.seek(member.offset)
-            folder = f"train/{path.split('/')[1].removesuffix('.tar')}" if path.startswith(member.archive) else ""
-            folder = folder if "img_train" in member.archive else "val"
-            assert f.read(member.size) == (sample_root / folder / path.rsplit("/", 1)[-1]).read_bytes()
+        folder = f"train/{path.split('/')[1].removesuffix('.tar')}" if "img_train" in member.archive else "val"
+        item = open_item(tmp_path / "archives", path, member).read()
+        assert item == (sample_root / folder / path.rsplit("/", 1)[-1]).read_bytes()  # those bytes, nothing after
+
+
+def with_link(class_archive: bytes, name: str, target: str) -> bytes:
+    buffer = io.BytesIO(class_archive)
+    with tarfile.open(fileobj=buffer, mode="a") as tar:
+        link = tarfile.TarInfo(name)
+        link.type, link.linkname = tarfile.SYMTYPE, target
+        tar.addfile(link)
+    return buffer.getvalue()
+
+
+def test_stray_members_of_the_train_archive_are_listed_and_every_class_after_them_is_read(sample_root, tmp_path):
+    root = official_archives(sample_root, tmp_path / "archives")
+    with tarfile.open(root / "ILSVRC2012_img_train.tar") as original:
+        classes = [(info, original.extractfile(info).read()) for info in original]
+    with tarfile.open(root / "ILSVRC2012_img_train.tar", "w") as outer:
+        readme = tarfile.TarInfo("README.txt")
+        readme.size = 2
+        outer.addfile(readme, io.BytesIO(b"hi"))  # before every class archive
+        for info, data in classes:
+            if info.name == "n09000000.tar":
+                data = with_link(data, "n09000000_link.JPEG", "n09000000_0.JPEG")
+                info.size = len(data)
+            outer.addfile(info, io.BytesIO(data))
+    layout = discover(root)
+    assert layout.oddities == [
+        {"path": "ILSVRC2012_img_train.tar/README.txt", "reason": "not a per-class <wnid>.tar: not read"},
+        {
+            "path": "ILSVRC2012_img_train.tar/n09000000.tar/n09000000_link.JPEG",
+            "reason": "not a regular file in the archive: not read",
+        },
+    ]
+    assert by_file_name(layout.train) == by_file_name(discover(sample_root).train)
 
 
 def test_an_extracted_train_folder_and_the_val_archive_mix(sample_root, tmp_path):
