@@ -195,10 +195,24 @@ def test_evaluate_reports_the_hand_counted_errors_and_loss_of_one_and_ten_crops(
     assert top1 != top5 and top1 != top1_10
     assert (results["top1_err"], results["top5_err"]) == pytest.approx((top1, top5), abs=1e-6)
     assert (results["top1_err_10crop"], results["top5_err_10crop"]) == pytest.approx((top1_10, top5_10), abs=1e-6)
+    assert (metrics["val/top1_err"], metrics["val/top5_err"]) == pytest.approx((top1, top5), abs=1e-6)
     nll = -one[torch.arange(len(labels)), labels].log()
     # val/loss is logged per batch (9 images each) and averaged over the two batches.
     assert metrics["val/loss"] == pytest.approx(nll.mean().item(), rel=1e-5)
     assert data.val_crops == 1, "evaluate() puts the training setting back"
+
+
+def test_training_logs_the_hand_counted_errors_of_the_batches_it_trained_on():
+    module = varied(seed=2)
+    module.optim |= {"lr": 1e-9, "max_drops": 3, "decay_biases": False}  # lr: the errors logged are before the step
+    images, labels = torch.randn(24, 3, SMALL, SMALL) * 50, torch.arange(24) % 6
+    with torch.no_grad():
+        top1, top5 = hand_errors(module.net(images).softmax(dim=1), labels)
+    assert top1 != top5
+    trainer = cpu_trainer(max_epochs=1, limit_val_batches=0)
+    trainer.fit(module, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=12))
+    logged = trainer.callback_metrics
+    assert (logged["train/top1_err"].item(), logged["train/top5_err"].item()) == pytest.approx((top1, top5), abs=1e-6)
 
 
 def test_crops_flips_off_takes_the_centre_and_keeps_the_lighting():
