@@ -125,6 +125,17 @@ def test_an_older_checkpoint_loads_as_it_was_trained(tmp_path, narrow):
     for key, value in state.items():
         assert torch.equal(net.state_dict()[key.removeprefix("net.")], value)
         assert torch.equal(loaded.state_dict()[key], value)
+    resumed = {"state_dict": {**state, **second_names}}
+    module.on_load_checkpoint(resumed)  # what Lightning calls before it loads the weights to resume a run
+    assert resumed["state_dict"].keys() == state.keys()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_runtime_channels_last_puts_every_conv_kernel_in_that_memory_format(narrow, channels_last):
+    module = AlexNetModule({"num_classes": 6, "input_size": 67}, {"rule": "paper"}, channels_last=channels_last)
+    kernels = [p for p in module.parameters() if p.ndim == 4]
+    assert len(kernels) == 5
+    assert [p.is_contiguous(memory_format=torch.channels_last) for p in kernels] == [channels_last] * 5
 
 
 @pytest.mark.parametrize("device", ["cpu", ON_CUDA])

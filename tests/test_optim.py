@@ -135,9 +135,9 @@ SCHEDULE = {"rule": "paper", "lr": 0.01, "momentum": MU, "weight_decay": WD, "de
 SCHEDULE |= {"lr_factor": 0.1, "patience": 1, "max_drops": 3}
 
 
-def scheduled(errors, checkpoint=None):
+def scheduled(errors, checkpoint=None, **optim):
     """The module's learning rate after each validation error; from `checkpoint`'s schedule when given."""
-    module = AlexNetModule({"num_classes": 10, "input_size": 67}, SCHEDULE)
+    module = AlexNetModule({"num_classes": 10, "input_size": 67}, SCHEDULE | optim)
     if checkpoint is not None:
         module.on_load_checkpoint(checkpoint)
     optimizer = module.configure_optimizers()
@@ -158,6 +158,10 @@ def test_learning_rate_is_divided_by_10_when_val_error_stalls_three_times_at_mos
 
 def test_a_rising_validation_error_is_a_stall(narrow):
     assert scheduled([0.5, 0.6, 0.7])[1] == [0.01, 0.01, 0.001]
+
+
+def test_the_learning_rate_is_divided_by_optim_lr_factor_and_waits_optim_patience(narrow):
+    assert scheduled([0.5] * 4, lr_factor=0.5, patience=2)[1] == [0.01, 0.01, 0.01, 0.005]
 
 
 def test_a_resumed_schedule_goes_on_from_the_checkpoints_patience(narrow):
