@@ -29,6 +29,11 @@ def test_lrn_equals_the_formula_channel_edges_included(convention, channels):
     assert not torch.allclose(got, a / 2.0**0.75), "the window sum must change the result"
 
 
+def test_a_window_of_one_normalises_each_channel_by_itself():
+    a = torch.randn(2, 3, 4, 5, dtype=torch.float64) * 30
+    torch.testing.assert_close(LocalResponseNorm(1, 1e-4, 0.75, 2.0)(a), lrn_by_the_formula(a, 1, 1e-4, 0.75, 2.0))
+
+
 @pytest.mark.parametrize("convention", ["paper", "code"])
 def test_lrn_gradient_equals_autograd_of_the_formula(convention):
     torch.manual_seed(0)
@@ -59,8 +64,9 @@ def test_code_convention_equals_torch_local_response_norm():
 
 
 def test_lrn_rejects_even_size_and_unknown_convention():
-    with pytest.raises(ValueError, match="odd"):
-        LocalResponseNorm(4)
+    for size in (4, 0, -1):
+        with pytest.raises(ValueError, match="odd"):
+            LocalResponseNorm(size)
     with pytest.raises(ValueError, match="lrn_convention"):
         LocalResponseNorm(5, convention="caffe")
 
