@@ -125,10 +125,10 @@ def test_paper_sgd_accepts_no_momentum_and_no_decay():
 def test_both_rules_get_the_configured_momentum_and_name_their_groups_for_the_logs(rule):
     layer = torch.nn.Linear(2, 2)
     optimizer = build_optimizer(
-        layer.named_parameters(), rule, lr=0.01, momentum=MU, weight_decay=WD, decay_biases=False
+        layer.named_parameters(), rule, lr=0.02, momentum=0.5, weight_decay=0.01, decay_biases=False
     )
     groups = [(g["name"], g["lr"], g["momentum"], g["weight_decay"]) for g in optimizer.param_groups]
-    assert groups == [("weights", 0.01, MU, WD), ("biases", 0.01, MU, 0.0)]
+    assert groups == [("weights", 0.02, 0.5, 0.01), ("biases", 0.02, 0.5, 0.0)]  # the given values, not the paper's
 
 
 SCHEDULE = {"rule": "paper", "lr": 0.01, "momentum": MU, "weight_decay": WD, "decay_biases": False}

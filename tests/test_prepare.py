@@ -487,3 +487,17 @@ def test_the_summary_names_the_stores_form_and_cuts_a_long_list_at_20_saying_whe
     manifest["layout_oddities"] = manifest["layout_oddities"][:20]
     assert describe(sample_store, manifest).splitlines()[-1] == "    train/odd/19.txt: not an image"
     assert describe(jpeg_store, Store.open(jpeg_store).manifest).startswith(f"store: {jpeg_store} (jpeg, 256 px")
+
+
+def test_the_space_a_store_already_takes_counts_the_blocks_its_files_hold(tmp_path):
+    data = np.random.default_rng(0).integers(0, 256, 8 << 20, dtype=np.uint8).tobytes()
+    (tmp_path / "part").mkdir()
+    (tmp_path / "part" / "images.npy").write_bytes(data)
+    (tmp_path / "sparse.npy").touch()
+    os.truncate(tmp_path / "sparse.npy", 64 << 20)  # reserved by size, not by blocks: takes (almost) nothing
+    assert 8 << 20 <= prepare_module._on_disk(tmp_path) <= (8 << 20) + (8 << 10)  # a block or two of metadata
+
+
+def test_a_source_is_described_by_its_sample_spec_or_its_fingerprint():
+    assert prepare_module.describe_source({"root": "/d", "sample": "S(1)"}) == "/d (sample S(1))"
+    assert prepare_module.describe_source({"root": "/d", "fingerprint": "ab12"}) == "/d (fingerprint ab12)"
