@@ -349,18 +349,19 @@ def test_verify_names_the_image_and_the_labels_file_whose_bytes_changed(sample_s
 def test_verify_merges_adjacent_damaged_slots_into_ranges_whose_bytes_hold_the_flipped_ones(
     sample_store, copy_of, block
 ):
-    """Slots 0, 17-18 and 20 damaged: three ranges, each naming the bytes the flipped ones lie in. Blocks of 4
-    put the slots in several blocks, each counted from its own start."""
+    """Slots 0, 5, 17-18 and 20 damaged: four ranges, each naming the bytes the flipped ones lie in (17-18 is
+    merged with two ranges before it). Blocks of 4 put the slots in several blocks, each counted from its own
+    start."""
     store = copy_of(sample_store)
     images = np.load(store / "train_images.npy", mmap_mode="r")
     header, per_slot = images.offset, images[0].nbytes
     del images
-    flipped = {slot: header + slot * per_slot + 5 for slot in (0, 17, 18, 20)}
+    flipped = {slot: header + slot * per_slot + 5 for slot in (0, 5, 17, 18, 20)}
     for offset in flipped.values():
         flip_bit(store / "train_images.npy", offset)
     problems = _verify_images(store, "train_images.npy", store / "train_image_digests.npy", block)
     expected = []
-    for first, last in [(0, 0), (17, 18), (20, 20)]:
+    for first, last in [(0, 0), (5, 5), (17, 18), (20, 20)]:
         low, high = header + first * per_slot, header + (last + 1) * per_slot - 1
         assert all(low <= flipped[slot] <= high for slot in range(first, last + 1))
         expected.append(
