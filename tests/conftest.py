@@ -15,14 +15,15 @@ from fast_run import FAST, narrow_network
 
 
 def pytest_configure(config):
-    # mutmut (docs/mutation-testing.md) maps tests to functions in a run marked MUTANT_UNDER_TEST=stats. A script
-    # a test starts would inherit the mark and fail looking for mutmut's settings in its own working directory, so
-    # the mark stays in this process; when a mutant is under test, scripts inherit it and run the mutant.
+    """Under mutmut (docs/mutation-testing.md) only; a plain test run changes nothing here."""
     if "MUTANT_UNDER_TEST" not in os.environ:
         return
     import torch
 
     torch.set_num_threads(1)  # mutmut runs a worker per core: more threads each would only contend
+    # mutmut maps tests to functions in a run marked MUTANT_UNDER_TEST=stats. A script a test starts would inherit
+    # the mark and fail looking for mutmut's settings in its own working directory, so the mark stays in this
+    # process; when a mutant is under test, scripts inherit it and run the mutant.
     if os.environ["MUTANT_UNDER_TEST"] == "stats":
         from mutmut.mutation import trampoline
 

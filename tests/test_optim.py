@@ -131,8 +131,9 @@ def test_both_rules_get_the_configured_momentum_and_name_their_groups_for_the_lo
     assert groups == [("weights", 0.02, 0.5, 0.01), ("biases", 0.02, 0.5, 0.0)]  # the given values, not the paper's
 
 
-SCHEDULE = {"rule": "paper", "lr": 0.01, "momentum": MU, "weight_decay": WD, "decay_biases": False}
-SCHEDULE |= {"lr_factor": 0.1, "patience": 1, "max_drops": 3}
+SCHEDULE = dict(
+    rule="paper", lr=0.01, momentum=MU, weight_decay=WD, decay_biases=False, lr_factor=0.1, patience=1, max_drops=3
+)
 
 
 def scheduled(errors, checkpoint=None, **optim):
