@@ -2,6 +2,7 @@
 
 import io
 import os
+import re
 import tarfile
 
 import numpy as np
@@ -61,7 +62,12 @@ def test_class_folder_layout(tmp_path):
     assert layout.form == "class folders"
     assert layout.wnids == ["n01000001", "n02000002", "n03000003"]
     assert [label for _, label in layout.train] == [0, 0, 1, 2, 2, 2]
-    assert [label for _, label in layout.val] == [0, 1, 1, 2]
+    assert layout.val == [
+        ("val/n01000001/v0.JPEG", 0),
+        ("val/n02000002/v0.JPEG", 1),
+        ("val/n02000002/v1.JPEG", 1),
+        ("val/n03000003/v0.JPEG", 2),
+    ]
     assert layout.class_names == layout.wnids  # no devkit: names are the WNIDs
 
 
@@ -96,12 +102,62 @@ def test_unrecognised_layout_says_what_was_found_and_what_is_accepted(tmp_path):
     (tmp_path / "labels.csv").write_text("x")
     with pytest.raises(LayoutError, match=r"found \['images', 'labels.csv'\]. Accepted: train/<wnid>"):
         discover(tmp_path)
+    for n in range(25):
+        (tmp_path / f"z{n:02d}").mkdir()
+    first_20 = ["images", "labels.csv", *(f"z{n:02d}" for n in range(18))]
+    with pytest.raises(LayoutError, match=re.escape(f"found {first_20}. Accepted")):
+        discover(tmp_path)
+
+
+@pytest.mark.parametrize("present", ["train", "val"])
+def test_a_root_with_only_one_split_is_not_recognised(tmp_path, present):
+    jpeg(tmp_path / present / "n01000001" / "x.JPEG")
+    with pytest.raises(LayoutError, match=rf"not recognised: found \['{present}'\]"):
+        discover(tmp_path)
+
+
+def test_validation_class_folders_that_training_lacks_are_refused(tmp_path):
+    make_train(tmp_path)
+    jpeg(tmp_path / "val" / "n01000001" / "v0.JPEG")
+    jpeg(tmp_path / "val" / "n05000005" / "v0.JPEG")
+    with pytest.raises(LayoutError, match=r"class folders that the training set lacks: \['n05000005'\]"):
+        discover(tmp_path)
+
+
+def test_validation_class_folders_without_any_image_are_refused(tmp_path):
+    make_train(tmp_path)
+    for wnid in ID_TO_WNID.values():
+        (tmp_path / "val" / wnid).mkdir(parents=True)
+    with pytest.raises(LayoutError, match=r"No images found under .* \(train: 6, val: 0\)"):
+        discover(tmp_path)
 
 
 def test_flat_val_without_devkit_is_an_error(tmp_path):
     make_train(tmp_path)
     jpeg(tmp_path / "val" / "ILSVRC2012_val_00000001.JPEG")
-    with pytest.raises(LayoutError, match="flat but no devkit"):
+    with pytest.raises(LayoutError, match=re.escape(f"{tmp_path / 'val'} is flat but no devkit")):
+        discover(tmp_path)
+
+
+def test_a_val_archive_without_devkit_is_an_error_naming_the_archive(sample_root, tmp_path):
+    root = official_archives(sample_root, tmp_path / "archives")
+    (root / "ILSVRC2012_devkit_t12.tar.gz").unlink()
+    with pytest.raises(LayoutError, match=re.escape(f"{root / 'ILSVRC2012_img_val.tar'} is flat but no devkit")):
+        discover(root)
+
+
+def test_what_is_not_read_in_a_flat_val_is_listed(tmp_path):
+    make_train(tmp_path)
+    for n in range(1, 6):
+        jpeg(tmp_path / "val" / f"ILSVRC2012_val_{n:08d}.JPEG")
+    write_devkit(tmp_path, devkit_files(ID_TO_WNID, TRUTH))
+    (tmp_path / "val" / "notes.txt").write_text("not an image")
+    layout = discover(tmp_path)
+    assert [label for _, label in layout.val] == EXPECTED_VAL
+    not_read = {"path": "val/notes.txt", "reason": "not an image (only .jpeg/.jpg/.png files are read)"}
+    assert layout.oddities == [not_read]
+    (tmp_path / "val" / "extra").mkdir()  # a folder makes val/ class folders, and this one is no class
+    with pytest.raises(LayoutError, match=r"class folders that the training set lacks: \['extra'\]"):
         discover(tmp_path)
 
 
@@ -119,8 +175,21 @@ def test_devkit_for_other_classes_is_an_error(tmp_path):
     (tmp_path / "val").mkdir()
     other = {1: "n03000003", 2: "n01000001", 3: "n09999999"}
     write_devkit(tmp_path, devkit_files(other, TRUTH))
-    with pytest.raises(LayoutError, match="differ"):
+    with pytest.raises(LayoutError, match=re.escape(f"but {tmp_path / 'train'} has 3 classes, and they differ")):
         discover(tmp_path)
+
+
+def test_a_devkit_for_other_classes_than_the_train_archive_is_an_error_naming_the_archive(sample_root, tmp_path):
+    root = official_archives(sample_root, tmp_path / "archives")
+    other = {1: "n03000003", 2: "n01000001", 3: "n09999999"}
+    with tarfile.open(root / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as tar:
+        for name, data in devkit_files(other, TRUTH).items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    train_tar = root / "ILSVRC2012_img_train.tar"
+    with pytest.raises(LayoutError, match=re.escape(f"but {train_tar} has 6 classes, and they differ")):
+        discover(root)
 
 
 def test_sample_dataset_is_in_the_real_layout(sample_root):
@@ -236,7 +305,9 @@ def test_what_is_not_read_is_listed_with_the_reason(tmp_path):
     (first / "loop.JPEG").symlink_to(first / "loop.JPEG")
     (first / "gone.JPEG").symlink_to(tmp_path / "nowhere.JPEG")
     (first / "extra").mkdir()
+    os.mkfifo(first / "pipe.JPEG")
     jpeg(tmp_path / "train" / "stray.JPEG")
+    (tmp_path / "train" / "README.txt").write_text("not an image")
     layout = discover(tmp_path)
     assert [label for _, label in layout.train] == [0, 0, 1, 2, 2, 2], "only the real images, in the usual classes"
     assert layout.wnids == sorted(ID_TO_WNID.values())
@@ -246,6 +317,8 @@ def test_what_is_not_read_is_listed_with_the_reason(tmp_path):
         "train/n01000001/gone.JPEG": "a broken symlink (No such file or directory)",
         "train/n01000001/loop.JPEG": "a symlink loop",
         "train/n01000001/notes.txt": "not an image (only .jpeg/.jpg/.png files are read)",
+        "train/n01000001/pipe.JPEG": "neither a file nor a folder",
+        "train/README.txt": "not an image (only .jpeg/.jpg/.png files are read)",
         "train/stray.JPEG": "an image directly in train/, outside the class folders: not read",
         "val/n03000003": "an empty class folder: no validation images of this class",
     }
@@ -291,10 +364,17 @@ def test_the_fingerprint_tells_datasets_apart_without_reading_images(sample_root
 
     archives = official_archives(sample_root, tmp_path / "archives")
     assert source_fingerprint(sample_root) == source_fingerprint(sample_root)
+    # What is listed: train/ and its 6 class folders, the flat val/, the extracted devkit's 2 files.
+    assert source_fingerprint(sample_root)["entries"] == 10
+    assert source_fingerprint(official_archives(sample_root, tmp_path / "listed"))["entries"] == 3
     assert source_fingerprint(sample_root)["fingerprint"] != source_fingerprint(archives)["fingerprint"]
     before = source_fingerprint(archives)
-    with open(archives / "ILSVRC2012_img_val.tar", "ab") as f:  # a different val archive of the same name
+    val_tar = archives / "ILSVRC2012_img_val.tar"
+    times = os.stat(val_tar)
+    with open(val_tar, "ab") as f:  # a different val archive of the same name
         f.write(b"\0" * 512)
+    assert source_fingerprint(archives)["fingerprint"] != before["fingerprint"]
+    os.utime(val_tar, ns=(times.st_atime_ns, times.st_mtime_ns))  # and the same time: its size tells
     assert source_fingerprint(archives)["fingerprint"] != before["fingerprint"]
     make_train(tmp_path / "folders")
     before = source_fingerprint(tmp_path / "folders")
@@ -304,4 +384,9 @@ def test_the_fingerprint_tells_datasets_apart_without_reading_images(sample_root
     assert source_fingerprint(tmp_path / "folders")["fingerprint"] != before["fingerprint"]
     before = source_fingerprint(tmp_path / "folders")
     jpeg(tmp_path / "folders" / "train" / "n04000004" / "x.JPEG")  # a new class
+    assert source_fingerprint(tmp_path / "folders")["fingerprint"] != before["fingerprint"]
+    jpeg(tmp_path / "folders" / "val" / "n02000002" / "v0.JPEG")
+    before = source_fingerprint(tmp_path / "folders")
+    jpeg(tmp_path / "folders" / "val" / "n02000002" / "v1.JPEG")  # one more validation image
+    os.utime(tmp_path / "folders" / "val" / "n02000002", ns=(0, 1))
     assert source_fingerprint(tmp_path / "folders")["fingerprint"] != before["fingerprint"]

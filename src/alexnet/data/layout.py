@@ -253,9 +253,7 @@ def discover(root: str | Path) -> Layout:
                 f"{DEVKIT_NAME}.tar.gz in {root}, or sort val/ into class folders. Accepted: {ACCEPTED}."
             )
         if val_dir.is_dir():
-            images, folders = _scan(val_dir, root, oddities)
-            for folder in folders:
-                _odd(oddities, root, folder, "a folder in the flat val/: not read")
+            images, _ = _scan(val_dir, root, oddities)  # no folders: any folder makes val/ class folders
             files = [str(p.relative_to(root)) for p in images]
             val_form = "flat val with devkit"
         else:
