@@ -1,5 +1,6 @@
 """Section 2's preprocessing into the store: messy files, statistics, resuming, refusing the wrong store."""
 
+import contextlib
 import errno
 import json
 import os
@@ -15,6 +16,7 @@ import torchvision.transforms as T
 from PIL import Image
 
 from alexnet.data import prepare as prepare_module
+from alexnet.data.layout import discover
 from alexnet.data.prepare import UnreadableImageError, _verify_images, describe, load_image, prepare, verify
 from alexnet.data.sample import SampleSpec, make_sample
 from alexnet.data.store import Store, StoreError
@@ -64,6 +66,8 @@ def test_store_lists_the_unreadable_file_and_keeps_the_rest(sample_store, sample
     assert store.manifest["splits"]["val"] == {"images": 18, "slots": 18, "skipped": []}
     labels = store.labels("train")
     assert (labels == -1).sum() == 1 and store.images("train").shape == (36, 256, 256, 3)
+    # its slot holds zeros, whatever a killed run left there, so that a store's bytes never depend on its history
+    assert not np.asarray(store.images("train")[labels == -1]).any()
     assert store.class_names[0] == "sample class 0"
 
 
@@ -83,6 +87,28 @@ def test_mean_image_and_pca_equal_numpy_on_the_same_pixels(sample_store):
     np.testing.assert_allclose(store.eigval, eigval[::-1], rtol=1e-5)
     for i in range(3):  # eigenvectors up to sign
         assert abs(abs(float(store.eigvec[:, i] @ eigvec[:, 2 - i])) - 1) < 1e-5
+    np.testing.assert_allclose(store.manifest["mean_rgb"], images.reshape(-1, 3).mean(axis=0), rtol=1e-6)
+    # one sign per eigenvector (components summing to >= 0), so that a seeded lighting noise is the same everywhere
+    assert (store.eigvec.sum(axis=0) >= 0).all()
+
+
+def test_the_manifest_records_the_classes_and_the_items_the_slots_were_assigned_from(sample_store, sample_root):
+    manifest, layout = Store.open(sample_store).manifest, discover(sample_root)
+    assert manifest["settings"] == {"image_size": 256, "resize": prepare_module.RESIZE}
+    assert manifest["wnids"] == layout.wnids and manifest["num_classes"] == 6
+    assert manifest["source"]["listing"] == prepare_module._listing(layout)
+    assert manifest["source"]["form"] == "flat val with devkit"
+
+
+def test_statistics_do_not_depend_on_how_the_training_images_are_cut_into_chunks(jpeg_store):
+    """One image per chunk: each chunk of one readable image, and the skipped image's chunk of none."""
+    store = Store.open(jpeg_store)
+    mean, eigval, eigvec = prepare_module._statistics(
+        jpeg_store, store.manifest["settings"], workers=1, progress_bar=False, chunk_size=1
+    )
+    np.testing.assert_allclose(mean, store.mean, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(eigval, store.eigval, rtol=1e-6)
+    np.testing.assert_allclose(eigvec, store.eigvec, atol=1e-6)
 
 
 def test_complete_store_is_reused_without_touching_it(sample_root, sample_store):
@@ -90,6 +116,36 @@ def test_complete_store_is_reused_without_touching_it(sample_root, sample_store)
     manifest = prepare(sample_root, sample_store, workers=1, progress_bar=False)
     assert manifest["splits"]["train"]["images"] == 35
     assert {p.name: p.stat().st_mtime_ns for p in sample_store.iterdir()} == before
+
+
+def test_a_complete_store_is_used_where_data_root_is_not_there(sample_store, tmp_path):
+    """A training node may hold the store and not the dataset."""
+    manifest = prepare(tmp_path / "no_dataset_here", sample_store, workers=1, progress_bar=False)
+    assert manifest == Store.open(sample_store).manifest
+
+
+def test_a_store_is_made_in_folders_that_do_not_exist_yet(sample_root, sample_store, tmp_path):
+    store = tmp_path / "not" / "yet" / "store"
+    prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False)
+    assert files_of(store) == files_of(sample_store)
+
+
+def test_a_store_that_another_job_completed_from_another_source_while_this_one_waited_is_refused(tmp_path, monkeypatch):
+    a, b = tiny_sample(tmp_path / "a", seed=1), tiny_sample(tmp_path / "b", seed=2)
+    made_from_a = tmp_path / "from_a"
+    prepare(a, made_from_a, image_size=32, workers=1, progress_bar=False)
+    store, real = tmp_path / "store", prepare_module.exclusive
+
+    @contextlib.contextmanager
+    def the_other_job_finishes_first(lock_path, what):
+        with real(lock_path, what):
+            shutil.copytree(made_from_a, store, dirs_exist_ok=True)
+            yield
+
+    monkeypatch.setattr(prepare_module, "exclusive", the_other_job_finishes_first)
+    with pytest.raises(StoreError, match=rf"made from {a} .*not from data\.root={b}"):
+        prepare(b, store, image_size=32, workers=1, progress_bar=False)
+    assert all_files_of(store) == all_files_of(made_from_a)
 
 
 def test_store_with_other_settings_is_refused(sample_root, sample_store):
@@ -147,6 +203,60 @@ def test_interrupted_preparation_resumes_to_an_identical_store(sample_root, samp
     assert files_of(store) == files_of(sample_store)
 
 
+def test_preparation_killed_before_its_first_chunk_resumes_to_an_identical_store(
+    sample_root, sample_store, tmp_path, monkeypatch
+):
+    store = tmp_path / "store"
+    prepare_killed_after(0, monkeypatch, sample_root, store)
+    assert json.loads((store / "progress.json").read_text())["done"] == {"train": [], "val": []}
+    images = store / "train_images.npy"  # allocated whole at the start, header and pixels
+    header = np.lib.format.open_memmap(images, mode="r").offset
+    assert images.stat().st_size == header + 36 * 256 * 256 * 3
+    if fallocate_works(tmp_path):  # and its blocks reserved, so that a full disk fails now rather than later
+        assert images.stat().st_blocks * 512 >= images.stat().st_size
+    prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False)
+    assert files_of(store) == files_of(sample_store)
+
+
+def fallocate_works(folder) -> bool:
+    with open(folder / "probe", "wb") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, 1 << 20)
+        except OSError:  # e.g. ZFS: the store is then written without reserving its space
+            return False
+    return True
+
+
+@pytest.mark.parametrize("store_format", ["raw", "jpeg"])
+def test_a_complete_store_holds_exactly_its_files_each_in_its_format_and_checksummed(
+    request, store_format, sample_store
+):
+    store = sample_store if store_format == "raw" else request.getfixturevalue("jpeg_store")
+    files = set(all_files_of(store))
+    dtypes = {"train_labels.npy": np.int16, "val_labels.npy": np.int16, "mean.npy": np.float32}
+    if store_format == "raw":
+        for split in ("train", "val"):
+            dtypes |= {f"{split}_images.npy": np.uint8, f"{split}_image_digests.npy": np.uint64}
+    else:
+        dtypes |= {"train_jpeg_index.npy": np.int64, "val_jpeg_index.npy": np.int64}
+        chunks = {f"train_jpeg/{c:06d}.bin" for c in range(5)} | {f"val_jpeg/{c:06d}.bin" for c in range(3)}
+        assert {f for f in files if f.endswith(".bin")} == chunks  # 36 and 18 images in chunks of 8
+    assert files == {"manifest.json", "pca.json", *dtypes} | {f for f in files if f.endswith(".bin")}
+    assert set(json.loads((store / "manifest.json").read_text())["files"]) == files - {"manifest.json"}
+    assert {name: np.load(store / name, mmap_mode="r").dtype for name in dtypes} == dtypes
+
+
+def test_the_stores_bytes_do_not_depend_on_the_order_in_which_workers_finish(tmp_path, monkeypatch):
+    root = shutil.copytree(tiny_sample(tmp_path / "made"), tmp_path / "root")
+    for image in sorted((root / "train").glob("*/*.JPEG"))[1::3]:  # unreadable files in several chunks
+        image.write_bytes(b"not a JPEG")
+    in_order = prepare(root, tmp_path / "in_order", image_size=32, workers=1, chunk_size=1, progress_bar=False)
+    assert len(in_order["splits"]["train"]["skipped"]) == 2
+    monkeypatch.setattr(prepare_module, "_pool_map", lambda function, tasks, workers: reversed([*map(function, tasks)]))
+    prepare(root, tmp_path / "reversed", image_size=32, workers=2, chunk_size=1, progress_bar=False)
+    assert all_files_of(tmp_path / "reversed") == all_files_of(tmp_path / "in_order")
+
+
 def test_parallel_preparation_gives_the_same_store(sample_root, sample_store, tmp_path):
     prepare(sample_root, tmp_path / "store", workers=2, chunk_size=8, progress_bar=False)
     assert files_of(tmp_path / "store") == files_of(sample_store)
@@ -187,6 +297,46 @@ def test_full_disk_is_a_clear_error_and_no_complete_store(sample_root, sample_st
     assert files_of(tmp_path / "store") == files_of(sample_store)
 
 
+def test_the_space_a_store_needs_is_estimated_from_its_images(sample_root, sample_store, jpeg_store):
+    layout = discover(sample_root)
+    raw = sum(p.stat().st_size for p in sample_store.rglob("*") if p.is_file())
+    raw_estimate = prepare_module._store_bytes(layout, Store.open(sample_store).manifest["settings"])
+    assert 0.99 * raw <= raw_estimate <= 1.01 * raw  # the pixels' bytes are known
+    jpeg = sum(p.stat().st_size for p in jpeg_store.rglob("*") if p.is_file())
+    jpeg_estimate = prepare_module._store_bytes(layout, Store.open(jpeg_store).manifest["settings"])
+    assert jpeg <= jpeg_estimate <= raw_estimate / 3  # JPEGs' sizes vary: room to spare, still far below raw
+
+
+def test_a_disk_without_room_for_the_store_is_refused_before_anything_is_written(sample_root, tmp_path, monkeypatch):
+    settings = prepare_module._settings(256, "raw", 256)
+    needed = prepare_module._store_bytes(discover(sample_root), settings)
+    real = shutil.disk_usage
+    for free in (needed - 1, needed):
+        store = tmp_path / f"free_{free}"
+        monkeypatch.setattr(shutil, "disk_usage", lambda path, free=free: real(path)._replace(free=free))
+        if free < needed:
+            with pytest.raises(StoreError, match=re.escape(f"={store} has 0.0 GB free; the store needs 0.0 GB")):
+                prepare(sample_root, store, workers=1, progress_bar=False)
+            assert list(store.iterdir()) == []
+        else:  # just enough
+            assert prepare(sample_root, store, workers=1, progress_bar=False)["splits"]["train"]["images"] == 35
+
+
+def test_an_interrupt_while_the_store_is_set_up_leaves_its_folder_empty(sample_root, jpeg_store, tmp_path, monkeypatch):
+    store = tmp_path / "store"
+
+    def interrupted(path, data):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(prepare_module, "atomic_write_json", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False, store_format="jpeg")
+    assert list(store.iterdir()) == [], "the chunk folders made so far are removed too"
+    prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False, store_format="jpeg")
+    assert all_files_of(store) == all_files_of(jpeg_store)
+
+
 def disk_full_at(monkeypatch, name: str, after: int = 0) -> None:
     """fsync fails with ENOSPC (as on a disk that filled while the data sat in the page cache) for the
     (after+1)-th file whose name contains `name`."""
@@ -208,7 +358,8 @@ def test_a_disk_that_fills_mid_preparation_names_the_file_and_the_space_then_res
     store = tmp_path / "store"
     with monkeypatch.context() as patch:
         disk_full_at(patch, "progress.json", after=3)  # the raw images are reserved up front: the small files fill it
-        with pytest.raises(StoreError, match=r"Not enough disk space for .*progress\.json: about [\d,]+ MB more"):
+        # so only the mean image and the small files are still to be written
+        with pytest.raises(StoreError, match=r"Not enough disk space for .*progress\.json: about [01] MB more"):
             prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False)
     assert not (store / "manifest.json").exists()
     prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False)
@@ -270,7 +421,13 @@ def jpeg_store(sample_root, tmp_path_factory):
 
 def test_jpeg_store_holds_the_raw_stores_images_as_quality_90_jpegs(jpeg_store, sample_store):
     ours, raw = Store.open(jpeg_store), Store.open(sample_store)
-    assert ours.format == "jpeg" and ours.manifest["settings"]["quality"] == 90
+    assert ours.format == "jpeg" and ours.manifest["settings"] == {
+        "image_size": 256,
+        "resize": prepare_module.RESIZE,
+        "format": "jpeg",
+        "quality": 90,
+        "chunk_size": 8,  # a resumed run must keep it: it places the images in the chunk files
+    }
     assert ours.manifest["splits"] == raw.manifest["splits"]  # the same images and the same skipped file
     for split in ("train", "val"):
         assert np.array_equal(ours.labels(split), raw.labels(split))
@@ -425,13 +582,20 @@ def test_a_store_is_never_reused_for_another_source(tmp_path, form):
     assert prepare(a, store, image_size=32, workers=1, progress_bar=False)["source"]["root"] == str(a)
 
 
-def test_an_unfinished_store_is_never_finished_from_another_source(tmp_path, monkeypatch):
-    """Two samples of other seeds have the same file names and labels, not the same images."""
-    a, b = tiny_sample(tmp_path / "a", seed=1), tiny_sample(tmp_path / "b", seed=2)
+def test_an_unfinished_store_is_never_finished_from_another_source_or_with_other_settings(tmp_path, monkeypatch):
+    a = tiny_sample(tmp_path / "a", seed=1)
+    b = shutil.copytree(a, tmp_path / "b")  # a copy, keeping every time...
+    image = next((b / "train").glob("*/*.JPEG"))
+    noise_image((40, 30)).save(image.with_suffix(".new"), "JPEG")
+    os.replace(image.with_suffix(".new"), image)  # ...then one image replaced: the same names and labels
     store = tmp_path / "store"
     prepare_killed_after(1, monkeypatch, a, store, image_size=32)
+    before = all_files_of(store)
     with pytest.raises(StoreError, match=rf"unfinished store of other images .*{a}.*not of data\.root={b}"):
         prepare(b, store, image_size=32, workers=1, chunk_size=8, progress_bar=False)
+    with pytest.raises(StoreError, match=r"unfinished store of other images or settings .*'image_size': 32"):
+        prepare(a, store, image_size=48, workers=1, chunk_size=8, progress_bar=False)
+    assert all_files_of(store) == before
 
 
 def test_a_store_is_never_reused_for_another_sample_spec(tmp_path):

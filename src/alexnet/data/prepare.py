@@ -45,6 +45,7 @@ from alexnet.data.store import (
     jpeg_chunk_path,
     jpeg_index_path,
     labels_path,
+    progress_path,
     read_jpegs,
     read_manifest,
     wrong_sizes,
@@ -82,7 +83,7 @@ def load_image(path, size: int = 256) -> np.ndarray:
 JPEG_BYTES_ESTIMATE = 40_000  # per 256x256 image at quality 90, with room to spare (ILSVRC averages ~17 KB)
 
 
-def _settings(image_size: int, store_format: str = "raw", chunk_size: int = 256) -> dict:
+def _settings(image_size: int, store_format: str, chunk_size: int) -> dict:
     if store_format not in FORMATS:
         raise ValueError(f"data.store_format must be one of {FORMATS}, got {store_format!r}")
     settings = {"image_size": image_size, "resize": RESIZE}
@@ -214,7 +215,7 @@ def _check_space(store_dir: Path, layout: Layout, settings: dict) -> None:
 
 
 def _open_progress(store_dir: Path, layout: Layout, settings: dict, source: dict) -> dict:
-    progress_file = store_dir / "progress.json"
+    progress_file = progress_path(store_dir)
     listing = _listing(layout)
     if progress_file.is_file():
         progress = json.loads(progress_file.read_text())
@@ -352,7 +353,7 @@ def _prepare(
             progress["skipped"][split].extend(skipped)
             if checksum is not None:
                 progress["chunks"][split][str(chunk)] = checksum
-            atomic_write_json(store_dir / "progress.json", progress)
+            atomic_write_json(progress_path(store_dir), progress)
             advance(count)
 
     splits, files = {}, {}
@@ -401,7 +402,7 @@ def _prepare(
         "files": dict(sorted(files.items())),
     }
     atomic_write_json(store_dir / "manifest.json", manifest)
-    (store_dir / "progress.json").unlink()
+    progress_path(store_dir).unlink()
     return manifest
 
 

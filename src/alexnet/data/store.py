@@ -44,6 +44,10 @@ FORMATS = ("raw", "jpeg")
 JPEG_QUALITY = 90
 
 
+def progress_path(store_dir: Path) -> Path:
+    return store_dir / "progress.json"
+
+
 def images_path(store_dir: Path, split: str) -> Path:
     return store_dir / f"{split}_images.npy"
 
