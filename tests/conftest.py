@@ -2,6 +2,7 @@ import contextlib
 import functools
 import io
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,9 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)  # mutmut runs a worker per core: more threads each would only contend
+    # mutmut's fork server handles SIGTERM by SIGKILLing every mutant being tested, and forked processes inherit
+    # the handler: a multiprocessing pool that a test closes (SIGTERM to its workers) would kill them all.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # mutmut maps tests to functions in a run marked MUTANT_UNDER_TEST=stats. A script a test starts would inherit
     # the mark and fail looking for mutmut's settings in its own working directory, so the mark stays in this
     # process; when a mutant is under test, scripts inherit it and run the mutant.
