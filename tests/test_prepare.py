@@ -100,6 +100,23 @@ def test_the_manifest_records_the_classes_and_the_items_the_slots_were_assigned_
     assert manifest["source"]["form"] == "flat val with devkit"
 
 
+def test_each_eigenvector_is_signed_so_that_its_components_sum_to_at_least_zero(tmp_path):
+    """Pixels drawn around known principal axes, whose components sum to 1.70, 0.25 and 0.22: a sign fixed by
+    the basis' rows instead (the second sums below 0), or by a sum below another bound, would differ."""
+    rounded = np.array([[0.48, -0.01, 0.88], [0.72, -0.57, -0.39], [0.5, 0.82, -0.27]])
+    u, _, vt = np.linalg.svd(rounded)
+    axes = u @ vt  # the nearest orthonormal basis
+    assert (axes.sum(axis=0) > 0.2).all() and axes.sum(axis=1)[1] < -0.2
+    variances = np.array([0.02, 0.006, 0.0005])
+    noise = np.random.default_rng(0).normal(size=(32 * 64 * 64, 3)) * np.sqrt(variances)
+    pixels = np.clip(np.round((0.5 + noise @ axes.T) * 255), 0, 255).astype(np.uint8)
+    np.save(tmp_path / "train_images.npy", pixels.reshape(32, 64, 64, 3))
+    np.save(tmp_path / "train_labels.npy", np.zeros(32, np.int16))
+    _, eigval, eigvec = prepare_module._statistics(tmp_path, {"image_size": 64}, 1, False)
+    np.testing.assert_allclose(eigval, variances, rtol=0.05)
+    np.testing.assert_allclose(eigvec, axes, atol=0.1)
+
+
 def test_statistics_do_not_depend_on_how_the_training_images_are_cut_into_chunks(jpeg_store):
     """One image per chunk: each chunk of one readable image, and the skipped image's chunk of none."""
     store = Store.open(jpeg_store)
