@@ -3,6 +3,7 @@
 import io
 import os
 import re
+import shutil
 import tarfile
 
 import numpy as np
@@ -156,9 +157,13 @@ def test_what_is_not_read_in_a_flat_val_is_listed(tmp_path):
     assert [label for _, label in layout.val] == EXPECTED_VAL
     not_read = {"path": "val/notes.txt", "reason": "not an image (only .jpeg/.jpg/.png files are read)"}
     assert layout.oddities == [not_read]
-    (tmp_path / "val" / "extra").mkdir()  # a folder makes val/ class folders, and this one is no class
-    with pytest.raises(LayoutError, match=r"class folders that the training set lacks: \['extra'\]"):
-        discover(tmp_path)
+    for stray in ("extra", "n01000001"):  # any folder, a class's too, would make val/ class folders
+        jpeg(tmp_path / "val" / stray / "v0.JPEG")
+        with pytest.raises(
+            LayoutError, match=rf"val holds 5 images directly in it and 1 folder\(s\) \(\['{stray}'\]\)"
+        ):
+            discover(tmp_path)
+        shutil.rmtree(tmp_path / "val" / stray)
 
 
 def test_label_count_mismatch_is_an_error(tmp_path):
@@ -387,6 +392,6 @@ def test_the_fingerprint_tells_datasets_apart_without_reading_images(sample_root
     assert source_fingerprint(tmp_path / "folders")["fingerprint"] != before["fingerprint"]
     jpeg(tmp_path / "folders" / "val" / "n02000002" / "v0.JPEG")
     before = source_fingerprint(tmp_path / "folders")
-    jpeg(tmp_path / "folders" / "val" / "n02000002" / "v1.JPEG")  # one more validation image
-    os.utime(tmp_path / "folders" / "val" / "n02000002", ns=(0, 1))
+    jpeg(tmp_path / "folders" / "val" / "n02000002" / "v1.JPEG")  # one more validation image: its folder's time
+    os.utime(tmp_path / "folders" / "val" / "n02000002", ns=(0, 1))  # moves on (set, as above), so val/ is listed
     assert source_fingerprint(tmp_path / "folders")["fingerprint"] != before["fingerprint"]

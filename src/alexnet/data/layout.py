@@ -236,6 +236,13 @@ def discover(root: str | Path) -> Layout:
     val_oddities: list[dict[str, str]] = []
     val_classes = _class_folders(val_dir, root, val_oddities) if val_dir.is_dir() else {}
     if val_classes:
+        loose = [p for p in val_dir.iterdir() if p.is_file() and _is_image(p.name)]
+        if loose:  # a flat val/ with a stray folder would otherwise be read as that folder's images alone
+            raise LayoutError(
+                f"{val_dir} holds {len(loose)} images directly in it and {len(val_classes)} folder(s) "
+                f"({sorted(val_classes)[:3]}): it is either flat (labelled by the devkit) or class folders "
+                "(val/<wnid>/*.JPEG), not both. Move the folders out of it, or sort every image into its class folder."
+            )
         unknown = [name for name in val_classes if name not in index]
         if unknown:
             raise LayoutError(f"{val_dir} has class folders that the training set lacks: {unknown[:5]}")
