@@ -98,19 +98,19 @@ def _scan(folder: Path, root: Path, oddities: list[dict[str, str]]) -> tuple[lis
     return images, folders
 
 
-def _class_folders(folder: Path, root: Path, oddities: list[dict[str, str]]) -> dict[str, list[Path]]:
-    """{class folder name: its images} of train/ or val/; files beside the class folders and folders inside
-    them are listed as oddities."""
+def _class_folders(
+    folder: Path, root: Path, oddities: list[dict[str, str]]
+) -> tuple[dict[str, list[Path]], list[Path]]:
+    """({class folder name: its images}, the images directly in `folder`) of train/ or val/; other files and
+    folders inside the class folders are listed as oddities."""
     loose, folders = _scan(folder, root, oddities)
-    for path in loose:
-        _odd(oddities, root, path, f"an image directly in {folder.name}/, outside the class folders: not read")
     classes = {}
     for class_folder in folders:
         images, nested = _scan(class_folder, root, oddities)
         for path in nested:
             _odd(oddities, root, path, "a folder inside a class folder: not read")
         classes[class_folder.name] = images
-    return classes
+    return classes, loose
 
 
 def open_item(root: Path, path: str, member: Member | None):
@@ -198,7 +198,9 @@ def discover(root: str | Path) -> Layout:
     members: dict[str, Member] = {}
     oddities: list[dict[str, str]] = []
     if train_dir.is_dir():
-        folders = _class_folders(train_dir, root, oddities)
+        folders, loose = _class_folders(train_dir, root, oddities)
+        for path in loose:
+            _odd(oddities, root, path, "an image directly in train/, outside the class folders: not read")
         per_class = {wnid: [str(p.relative_to(root)) for p in images] for wnid, images in folders.items()}
         if not per_class:
             raise LayoutError(f"{train_dir} has no class folders (train/<wnid>/*.JPEG). Accepted: {ACCEPTED}.")
@@ -233,10 +235,8 @@ def discover(root: str | Path) -> Layout:
                 f"classes, and they differ (e.g. {sorted(set(leaves) ^ set(wnids))[:3]}). Use the devkit that "
                 "belongs to this training set."
             )
-    val_oddities: list[dict[str, str]] = []
-    val_classes = _class_folders(val_dir, root, val_oddities) if val_dir.is_dir() else {}
+    val_classes, loose = _class_folders(val_dir, root, oddities) if val_dir.is_dir() else ({}, [])
     if val_classes:
-        loose = [p for p in val_dir.iterdir() if p.is_file() and _is_image(p.name)]
         if loose:  # a flat val/ with a stray folder would otherwise be read as that folder's images alone
             raise LayoutError(
                 f"{val_dir} holds {len(loose)} images directly in it and {len(val_classes)} folder(s) "
@@ -249,8 +249,7 @@ def discover(root: str | Path) -> Layout:
         val = [(str(p.relative_to(root)), index[name]) for name, images in val_classes.items() for p in images]
         for name, images in val_classes.items():
             if not images:
-                _odd(val_oddities, root, val_dir / name, "an empty class folder: no validation images of this class")
-        oddities.extend(val_oddities)
+                _odd(oddities, root, val_dir / name, "an empty class folder: no validation images of this class")
         val_form = "class folders"
     else:
         val_source = val_dir if val_dir.is_dir() else val_tar
@@ -260,8 +259,7 @@ def discover(root: str | Path) -> Layout:
                 f"{DEVKIT_NAME}.tar.gz in {root}, or sort val/ into class folders. Accepted: {ACCEPTED}."
             )
         if val_dir.is_dir():
-            images, _ = _scan(val_dir, root, oddities)  # no folders: any folder makes val/ class folders
-            files = [str(p.relative_to(root)) for p in images]
+            files = [str(p.relative_to(root)) for p in loose]
             val_form = "flat val with devkit"
         else:
             found = _flat_archive(val_tar, oddities)
