@@ -41,11 +41,21 @@ def write_devkit(root, files: dict[str, bytes]) -> None:
         (root / name).write_bytes(data)
 
 
+def pack_devkit(root, files: dict[str, bytes]) -> None:
+    """The devkit under root as it is downloaded, ILSVRC2012_devkit_t12.tar.gz."""
+    with tarfile.open(root / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
 # A hand-worked example: IDs are not in sorted-WNID order (as in the real meta.mat, where ID 1 is n02119789).
 ID_TO_WNID = {1: "n03000003", 2: "n01000001", 3: "n02000002"}
 TRUTH = [1, 3, 2, 1, 2]  # ground truth of val images 1..5, in file-name order
 # Sorted WNIDs: n01000001 -> 0, n02000002 -> 1, n03000003 -> 2. So ID 1 -> 2, ID 2 -> 0, ID 3 -> 1:
 EXPECTED_VAL = [2, 1, 0, 2, 0]
+OTHER_ID_TO_WNID = {1: "n03000003", 2: "n01000001", 3: "n09999999"}  # a devkit of another class set
 
 
 def make_train(root, per_class=(2, 1, 3)):
@@ -78,14 +88,7 @@ def test_flat_val_is_labelled_through_the_devkit(tmp_path, packed):
     for n in range(1, 6):
         jpeg(tmp_path / "val" / f"ILSVRC2012_val_{n:08d}.JPEG")
     files = devkit_files(ID_TO_WNID, TRUTH)
-    if packed:
-        with tarfile.open(tmp_path / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as tar:
-            for name, data in files.items():
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    else:
-        write_devkit(tmp_path, files)
+    (pack_devkit if packed else write_devkit)(tmp_path, files)
     layout = discover(tmp_path)
     assert layout.form == "flat val with devkit"
     assert [label for _, label in layout.val] == EXPECTED_VAL
@@ -178,20 +181,14 @@ def test_label_count_mismatch_is_an_error(tmp_path):
 def test_devkit_for_other_classes_is_an_error(tmp_path):
     make_train(tmp_path)
     (tmp_path / "val").mkdir()
-    other = {1: "n03000003", 2: "n01000001", 3: "n09999999"}
-    write_devkit(tmp_path, devkit_files(other, TRUTH))
+    write_devkit(tmp_path, devkit_files(OTHER_ID_TO_WNID, TRUTH))
     with pytest.raises(LayoutError, match=re.escape(f"but {tmp_path / 'train'} has 3 classes, and they differ")):
         discover(tmp_path)
 
 
 def test_a_devkit_for_other_classes_than_the_train_archive_is_an_error_naming_the_archive(sample_root, tmp_path):
     root = official_archives(sample_root, tmp_path / "archives")
-    other = {1: "n03000003", 2: "n01000001", 3: "n09999999"}
-    with tarfile.open(root / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as tar:
-        for name, data in devkit_files(other, TRUTH).items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    pack_devkit(root, devkit_files(OTHER_ID_TO_WNID, TRUTH))
     train_tar = root / "ILSVRC2012_img_train.tar"
     with pytest.raises(LayoutError, match=re.escape(f"but {train_tar} has 6 classes, and they differ")):
         discover(root)

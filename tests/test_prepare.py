@@ -332,15 +332,13 @@ def test_a_disk_without_room_for_the_store_is_refused_before_anything_is_written
     settings = prepare_module._settings(256, "raw", 256)
     needed = prepare_module._store_bytes(discover(sample_root), settings)
     real = shutil.disk_usage
-    for free in (needed - 1, needed):
-        store = tmp_path / f"free_{free}"
-        monkeypatch.setattr(shutil, "disk_usage", lambda path, free=free: real(path)._replace(free=free))
-        if free < needed:
-            with pytest.raises(StoreError, match=re.escape(f"={store} has 0.0 GB free; the store needs 0.0 GB")):
-                prepare(sample_root, store, workers=1, progress_bar=False)
-            assert list(store.iterdir()) == []
-        else:  # just enough
-            assert prepare(sample_root, store, workers=1, progress_bar=False)["splits"]["train"]["images"] == 35
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=needed - 1))
+    store = tmp_path / "short"
+    with pytest.raises(StoreError, match=re.escape(f"={store} has 0.0 GB free; the store needs 0.0 GB")):
+        prepare(sample_root, store, workers=1, progress_bar=False)
+    assert list(store.iterdir()) == []
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=needed))  # just enough
+    assert prepare(sample_root, tmp_path / "enough", workers=1, progress_bar=False)["splits"]["train"]["images"] == 35
 
 
 def test_an_interrupt_while_the_store_is_set_up_leaves_its_folder_empty(sample_root, jpeg_store, tmp_path, monkeypatch):
