@@ -103,14 +103,6 @@ def test_resume_from_last_starts_at_the_checkpoint_and_equals_an_uninterrupted_r
         torch.testing.assert_close(resumed["optimizer_states"][0]["state"][index]["velocity"], state["velocity"])
 
 
-def test_a_fresh_run_sets_old_checkpoints_aside(compose, tmp_path, run_data_dir, narrow):
-    one_step = [*FAST, "trainer.max_epochs=1", "+trainer.limit_train_batches=1", "evaluate=false"]
-    train(compose(*one_step, data_dir=run_data_dir))
-    train(compose(*one_step, data_dir=run_data_dir))
-    assert (tmp_path / "run" / "checkpoints.previous-1" / "last.ckpt").is_file()
-    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
-
-
 class OptimizerDevices(L.Callback):
     """Records, at the end of training, each optimizer state tensor's device beside its parameter's."""
 

@@ -10,6 +10,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from alexnet.loggers import ContinuingWriter
+from alexnet.rundir import Attempt
 
 
 class CheckpointOnTerminate(L.Callback):
@@ -56,3 +57,14 @@ class ResumeState(L.Callback):
         torch.set_rng_state(self.restored["torch"])
         if "torch.cuda" in self.restored and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(self.restored["torch.cuda"])
+
+
+class RecordAttempt(L.Callback):
+    """Brings this attempt's seconds in run.json up to date whenever a checkpoint is written, so that a killed
+    attempt's time counts up to the checkpoint the run goes on from."""
+
+    def __init__(self, attempt: Attempt) -> None:
+        self.attempt = attempt
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self.attempt.save()

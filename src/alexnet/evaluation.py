@@ -67,9 +67,10 @@ def given_overrides() -> dict[str, str]:
     return given
 
 
-def read_checkpoint(path: str | Path) -> dict:
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict:
+    """A checkpoint as a dict; with mmap, its tensors are read from the file only when used."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
         raise CheckpointError(
             f"ckpt_path: cannot read {path} ({error}): give a checkpoint that train.py wrote."
@@ -126,7 +127,7 @@ def evaluate_checkpoints(cfg: DictConfig) -> dict:
         evaluate(trainer, module, datamodule),
         datamodule.store,
         trainer.strategy.root_device,
-        started,
+        time.time() - started,
         checkpoints=paths,
         model=dict(members[0].hparams["model"]),  # as evaluated: the checkpoint's, on one device
         data=data,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alexnet.results import ERRORS, FILENAME, read_results
+from alexnet.rundir import PREVIOUS
 
 # PAPER.md, "The features and their measured value": how much the error rises (top-1, top-5, in points)
 # when the feature is taken away. None where the paper gives no number.
@@ -69,6 +70,8 @@ def find_runs(directories: list[str | Path]) -> list[Run]:
     runs = []
     for directory in directories:
         for path in sorted(Path(directory).rglob(FILENAME)):
+            if PREVIOUS in path.relative_to(directory).parts:  # earlier runs a rerun set aside
+                continue
             results = read_results(path)
             if not all(key in results for key in ERRORS):
                 continue

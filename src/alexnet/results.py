@@ -6,7 +6,6 @@ import errno
 import json
 import os
 import subprocess
-import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -40,16 +39,17 @@ def write_results(run_dir: str | Path, results: dict) -> Path:
     return path
 
 
-def run_results(errors: dict, store: Store, device: torch.device, started: float, **facts) -> dict:
+def run_results(errors: dict, store: Store, device: torch.device, wall_time_s: float, **facts) -> dict:
     """results.json's content, for train.py and eval.py alike: the error rates, the facts of the run
-    (num_classes, epochs, steps, ...), the overrides it was started with, its wall time and its provenance."""
+    (num_classes, epochs, steps, ...), the overrides it was started with, its wall time (every attempt's, for a
+    resumed run) and its provenance."""
     from hydra.core.hydra_config import HydraConfig
 
     return {
         **errors,
         **facts,
         "store_dir": str(store.root.resolve()),
-        "wall_time_s": round(time.time() - started, 1),
+        "wall_time_s": round(wall_time_s, 1),
         "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
         "provenance": provenance(store, device),
     }

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import lightning as L
@@ -11,19 +10,23 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from alexnet.atomic import remove_temporaries
+from alexnet.callbacks import RecordAttempt
 from alexnet.checks import check
 from alexnet.config import plain
 from alexnet.data.datamodule import ImageNetDataModule
 from alexnet.data.prepare import describe_source
 from alexnet.data.store import Store
-from alexnet.errors import ConfigError
+from alexnet.errors import ConfigError, UserError
 from alexnet.evaluation import evaluate
 from alexnet.model import AlexNet
 from alexnet.module import MONITOR, AlexNetModule
 from alexnet.results import FILENAME, errors_line, publish, read_results, run_results
+from alexnet.resume import check_agreement, newest_checkpoint, read_hyperparameters
+from alexnet.rundir import Attempt, describe, locked, read_record, requeued, set_aside, slurm_job
 
 
 def build(cfg: DictConfig) -> tuple[AlexNetModule, ImageNetDataModule]:
@@ -76,23 +79,17 @@ def run_summary(cfg: DictConfig, datamodule: ImageNetDataModule, trainer: L.Trai
     return "\n".join(f"{key:<11}{value}" for key, value in rows)
 
 
-def _set_aside_old_checkpoints(directory: Path) -> None:
-    """A fresh run in a directory that has checkpoints keeps them, renamed, rather than mixing with them."""
-    if directory.is_dir() and any(directory.iterdir()):
-        n = 1
-        while directory.with_name(f"{directory.name}.previous-{n}").exists():
-            n += 1
-        directory.rename(directory.with_name(f"{directory.name}.previous-{n}"))
-
-
-def finished_results(cfg: DictConfig) -> dict | None:
-    """The results of this run directory when ckpt_path=last asks to resume a run that already trained its
-    epochs and wrote results.json: there is nothing left to do, and it says so."""
-    path = Path(cfg.paths.output_dir) / FILENAME
-    if cfg.ckpt_path != "last" or not path.is_file():
+def finished_results(cfg: DictConfig, directory: Path, record: dict | None, trained: dict | None) -> dict | None:
+    """The results of this run when the checkpoint it resumes (whose hyperparameters are `trained`) is the
+    network they describe and the run has trained its epochs: there is nothing left to do, and it says so.
+    Results of an earlier run, or of fewer steps than the checkpoint's, are not this run's."""
+    path = directory / FILENAME
+    if trained is None or not path.is_file():
         return None
     results = read_results(path)
-    if results.get("epochs", 0) < cfg.trainer.max_epochs:
+    if results.get("steps") != trained["global_step"] or results.get("epochs", 0) < cfg.trainer.max_epochs:
+        return None
+    if record is not None and results.get("run_id") not in (None, record["id"]):
         return None
     print(
         f"This run has finished its {results['epochs']} epochs: {path} has its results ({errors_line(results)}). "
@@ -101,54 +98,124 @@ def finished_results(cfg: DictConfig) -> dict | None:
     return results
 
 
-def make_trainer(cfg: DictConfig) -> tuple[L.Trainer, ModelCheckpoint | None]:
+def resume_from(cfg: DictConfig, directory: Path, record: dict | None) -> str | None:
+    """The checkpoint this run goes on from: the one given, or with ckpt_path=last (and in a requeued SLURM job,
+    which is not told) the run's newest, or None for a fresh start."""
+    if cfg.ckpt_path not in (None, "last"):
+        return str(cfg.ckpt_path)
+    if cfg.ckpt_path == "last" or requeued(record):
+        found = newest_checkpoint(directory, checkpoint_dir(cfg))
+        if found is not None and cfg.ckpt_path is None:
+            print(f"SLURM job {slurm_job()} was requeued: it resumes its run from {found}")
+        return str(found) if found is not None else None
+    return None
+
+
+def checkpoint_dir(cfg: DictConfig) -> Path:
+    """Where the run's last.ckpt is written (conf/callbacks: callbacks.last.dirpath)."""
+    last = (cfg.callbacks or {}).get("last")
+    return Path(last.dirpath) if last is not None else Path(cfg.paths.output_dir) / "checkpoints"
+
+
+def check_trainable(datamodule: ImageNetDataModule, world_size: int) -> None:
+    """A run whose training split gives no full batch would train no step (incomplete batches are dropped)."""
+    images = datamodule.store.manifest["splits"]["train"]["images"]
+    per_process = images // world_size
+    if per_process < datamodule.batch_size:
+        processes = f" each of the {world_size} processes gets" if world_size > 1 else ""
+        raise ConfigError(
+            f"data.batch_size={datamodule.batch_size} is larger than the {per_process} training images{processes} "
+            f"(the store {datamodule.store.root} holds {images}): incomplete batches are dropped, so not one step "
+            f"would train. Set data.batch_size to at most {per_process}."
+        )
+
+
+def make_trainer(cfg: DictConfig, attempt: Attempt | None = None) -> tuple[L.Trainer, ModelCheckpoint | None]:
     """The trainer with the configured callbacks and loggers (a group entry set to null, as in
-    callbacks.progress=null, is left out), and the checkpoint callback that keeps the best network."""
+    callbacks.progress=null, is left out), and the checkpoint callback that keeps the best network. The main
+    process's `attempt` is recorded in run.json at every checkpoint."""
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+    if attempt is not None:
+        callbacks.append(RecordAttempt(attempt))
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     best = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor == MONITOR), None)
     return trainer, best
 
 
-def start_run_directory(cfg: DictConfig, trainer: L.Trainer, datamodule: ImageNetDataModule, best) -> None:
-    """On the main process: the run's summary; temporaries that a killed write left removed; a fresh run's
-    predecessor's checkpoints set aside."""
+def start_attempt(directory: Path, record: dict | None, checkpoint: str | None) -> Attempt:
+    """This process's attempt at the run, recorded in run.json; a fresh run first sets an earlier one aside."""
+    if checkpoint is None:
+        aside = set_aside(directory)
+        if aside is not None:
+            print(f"{directory} held an earlier run ({describe(aside)}): set aside in {aside}, nothing deleted")
+        record = None
+    return Attempt(directory, record, checkpoint)
+
+
+def start_run_directory(cfg: DictConfig, trainer: L.Trainer, datamodule: ImageNetDataModule) -> None:
+    """On the main process: the run's summary, and the temporaries that a killed write left removed."""
     if not trainer.is_global_zero:
         return
     print(run_summary(cfg, datamodule, trainer))
     checkpoint_dirs = {Path(c.dirpath) for c in trainer.checkpoint_callbacks if c.dirpath}  # fast_dev_run: none
     for folder in {Path(cfg.paths.output_dir), *checkpoint_dirs}:
         remove_temporaries(folder)
-    if cfg.ckpt_path is None and best is not None:
-        _set_aside_old_checkpoints(Path(best.dirpath))
 
 
 def train(cfg: DictConfig) -> dict:
-    """Fit, then test the best checkpoint with 1 and 10 crops, then write results.json (with evaluate=true)."""
-    started = time.time()
+    """Fit, then test the best checkpoint with 1 and 10 crops, then write results.json (with evaluate=true).
+    The main process holds the run directory for the whole run."""
     check(cfg)
-    finished = finished_results(cfg)
+    directory = Path(cfg.paths.output_dir)
+    if rank_zero_only.rank != 0:  # the other processes of a data-parallel run: the main one keeps the directory
+        return run(cfg, directory, main=False)
+    with locked(directory):
+        return run(cfg, directory, main=True)
+
+
+def run(cfg: DictConfig, directory: Path, main: bool) -> dict:
+    """Everything is checked (the config, the checkpoint against it, the batch against the data) before the main
+    process sets an earlier run aside or records this attempt."""
+    record = read_record(directory)
+    checkpoint = resume_from(cfg, directory, record)
+    trained = read_hyperparameters(checkpoint) if checkpoint is not None else None
+    finished = finished_results(cfg, directory, record, trained)
     if finished is not None:
         return finished
     L.seed_everything(cfg.seed, workers=True)
     module, datamodule = build(cfg)
-    trainer, best = make_trainer(cfg)
-    start_run_directory(cfg, trainer, datamodule, best)
-    trainer.fit(module, datamodule, ckpt_path=cfg.ckpt_path)
-    checkpoint = best.best_model_path if cfg.evaluate and best is not None and best.best_model_path else None
-    errors = evaluate(trainer, module, datamodule, checkpoint) if cfg.evaluate else {}
+    if trained is not None:
+        model, optim = module.hparams["model"], module.hparams["optim"]
+        check_agreement(trained, checkpoint, model, optim, dict(datamodule.hparams), datamodule.store_identity())
+    check_trainable(datamodule, world_size=1)  # with more processes, once the trainer knows how many
+    attempt = start_attempt(directory, record, checkpoint) if main else None
+    cfg.ckpt_path = checkpoint  # what the loggers see: a resumed run continues its wandb run
+    trainer, best = make_trainer(cfg, attempt)
+    check_trainable(datamodule, trainer.world_size)
+    start_run_directory(cfg, trainer, datamodule)
+    trainer.fit(module, datamodule, ckpt_path=checkpoint)
+    if trainer.global_step == 0:
+        raise UserError(
+            f"The run trained no step (trainer.limit_train_batches={trainer.limit_train_batches}, "
+            f"{trainer.num_training_batches} training batches): there is nothing to evaluate, and no results "
+            "were written."
+        )
+    best_path = best.best_model_path if cfg.evaluate and best is not None and best.best_model_path else None
+    errors = evaluate(trainer, module, datamodule, best_path) if cfg.evaluate else {}
     results = run_results(
         errors,
         datamodule.store,
         trainer.strategy.root_device,
-        started,
+        attempt.wall_time() if attempt is not None else 0.0,
         name=cfg.name,
         output_dir=cfg.paths.output_dir,
-        checkpoint=checkpoint,
+        checkpoint=best_path,
         num_classes=module.net.fc8.out_features,
         epochs=trainer.current_epoch,
         steps=trainer.global_step,
+        run_id=attempt.run_id if attempt is not None else None,
+        attempts=len(attempt.record["attempts"]) if attempt is not None else None,
     )
     if trainer.is_global_zero and cfg.evaluate:
         publish(cfg.paths.output_dir, results)

@@ -15,7 +15,7 @@ from alexnet.data import augment
 from alexnet.data.layout import discover
 from alexnet.data.prepare import prepare
 from alexnet.data.sample import SampleSpec, make_sample
-from alexnet.data.store import Store, images_path
+from alexnet.data.store import Store, file_digest, images_path
 
 
 def decode_batch(encoded: list[torch.Tensor], device: torch.device) -> torch.Tensor:
@@ -118,6 +118,7 @@ class ImageNetDataModule(L.LightningDataModule):
         self.sample = SampleSpec(**sample) if sample else None
         self.seed = seed
         self.store: Store | None = None
+        self._store_identity: dict | None = None
         self._device_tensors: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def check_source(self) -> None:
@@ -142,6 +143,21 @@ class ImageNetDataModule(L.LightningDataModule):
         if self.store is None:
             self.store = Store.open(self.store_dir)
 
+    def store_identity(self) -> dict:
+        """The store's manifest checksum (which covers every file's) and source; the manifest of a large store is
+        megabytes, so it is hashed once."""
+        assert self.store is not None, "setup() first"
+        if self._store_identity is None:
+            self._store_identity = {
+                "manifest_xxh3": file_digest(self.store.root / "manifest.json"),
+                "source": self.store.manifest["source"],
+            }
+        return self._store_identity
+
+    def state_dict(self) -> dict:
+        """In every checkpoint: the store it was trained on, which a resumed run's must be (alexnet.resume)."""
+        return {"store": self.store_identity()} if self.store is not None else {}
+
     @property
     def num_classes(self) -> int:
         assert self.store is not None, "setup() first"
@@ -156,6 +172,11 @@ class ImageNetDataModule(L.LightningDataModule):
         sampler = ShardedBatchSampler(
             len(slots), self.batch_size if train else self.eval_batch_size, train, rank, world, self.seed
         )
+        # Lightning sets the sampler's epoch only after it has made the first iterator, and worker processes
+        # prefetch from the sampler as soon as it is made: a run resumed at epoch 2 would train its first epoch
+        # on an earlier epoch's order. The epoch Lightning will set (processed epochs; `current_epoch` lags
+        # behind it until training starts) is set here first.
+        sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0)
         return DataLoader(
             StoreBatches(self.store, split, slots, labels),
             sampler=sampler,
