@@ -1,7 +1,8 @@
 """Resuming loses nothing: a run stopped and resumed twice, with random crops, flips, lighting and dropout on,
-ends with the weights and the metrics history of a run that never stopped."""
+ends with the weights and the metrics history (CSV and wandb) of a run that never stopped."""
 
 import csv
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,10 +10,12 @@ import torch
 
 from alexnet.loggers import ContinuingWriter
 from alexnet.training import train
+from alexnet.wandb_history import merge, read_segment, segments, write_run
 from fast_run import FAST
 
 # Augmentation and dropout stay on (the smoke recipe's); no evaluation after fitting, as a killed run has none.
-RUN = [*FAST, "evaluate=false", "trainer.log_every_n_steps=1"]
+# Both loggers: the CSV and wandb (offline in tests).
+RUN = [*(o for o in FAST if o != "logger=csv"), "logger=default", "evaluate=false", "trainer.log_every_n_steps=1"]
 
 
 def rows(run: Path) -> list[dict]:
@@ -24,22 +27,41 @@ def weights(run: Path) -> dict:
     return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
 
 
+def untimed(history: list[dict]) -> list[dict]:
+    return [{key: value for key, value in row.items() if key != "_timestamp"} for row in history]
+
+
 @pytest.mark.slow
-def test_a_run_stopped_and_resumed_twice_equals_one_that_never_stopped(compose, tmp_path):
-    train(compose(*RUN, "trainer.max_epochs=3", run="straight"))
-    train(compose(*RUN, "trainer.max_epochs=1", run="resumed"))
-    train(compose(*RUN, "trainer.max_epochs=2", "ckpt_path=last", run="resumed"))
-    # A kill after the checkpoint: a row of the next epoch was written, then the process was lost.
-    log = tmp_path / "resumed" / "csv" / "metrics.csv"
-    header = log.read_text().splitlines()[0].split(",")
-    with log.open("a") as f:
-        f.write(",".join("9" if column == "step" else "0.5" for column in header) + "\n")
-    train(compose(*RUN, "trainer.max_epochs=3", "ckpt_path=last", run="resumed"))
+def test_a_run_stopped_and_resumed_twice_equals_one_that_never_stopped(compose, tmp_path, run_data_dir, narrow):
+    def run(name: str, *overrides: str) -> None:
+        train(compose(*RUN, *overrides, run=name, data_dir=run_data_dir))
+
+    run("straight", "trainer.max_epochs=3")
+    run("resumed", "trainer.max_epochs=1")
+    last = tmp_path / "resumed" / "checkpoints" / "last.ckpt"
+    shutil.copy(last, tmp_path / "epoch0.ckpt")
+    run("resumed", "trainer.max_epochs=2", "ckpt_path=last")
+    # A kill while epoch 1's checkpoint was written, after its rows were logged (CSV and wandb): the atomic
+    # write left epoch 0's checkpoint, and the run goes on from there.
+    shutil.copy(tmp_path / "epoch0.ckpt", last)
+    run("resumed", "trainer.max_epochs=3", "ckpt_path=last")
     straight, resumed = rows(tmp_path / "straight"), rows(tmp_path / "resumed")
     assert [row["epoch"] for row in straight if row["val/top1_err"]] == ["0", "1", "2"]
     assert resumed == straight  # every row once, in order, with the same values
     for key, value in weights(tmp_path / "straight").items():
         assert torch.equal(weights(tmp_path / "resumed")[key], value), key
+    # wandb: three processes, three folders of one run; joined, the history of the run that never stopped.
+    parts = segments(tmp_path / "resumed")
+    run_id = (tmp_path / "resumed" / "wandb_id").read_text().strip()
+    assert len(list((tmp_path / "resumed" / "wandb").glob("offline-run-*"))) == 3
+    assert [part.run.run_id for part in parts] == [run_id] * 3
+    assert [part.start_step for part in parts] == [0, 4, 4]
+    (never_stopped,) = segments(tmp_path / "straight")
+    assert [row["epoch"] for row in never_stopped.rows if "val/top1_err" in row] == [0, 1, 2]
+    assert untimed(merge(parts)) == untimed(never_stopped.rows)  # each epoch's rows once, the values the same
+    uploaded = read_segment(write_run(tmp_path / "resumed", mode="offline") / f"run-{run_id}.wandb")
+    assert uploaded.run.run_id == run_id and uploaded.rows == merge(parts)
+    assert uploaded.config == never_stopped.config
 
 
 class FakeTrainer:

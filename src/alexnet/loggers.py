@@ -4,7 +4,8 @@ Lightning's CSVLogger deletes an earlier metrics.csv in its folder when it start
 this directory will be deleted"), and WandbLogger starts a new wandb run each time. Here a run resumed with
 `ckpt_path=...` keeps both: the CSV is cut back to the rows logged before the checkpoint's step when
 training starts again (`alexnet.callbacks.ResumeState`), and the wandb run of the run directory is resumed
-by its id.
+by its id. Offline, each process writes its own folder of that id, which wandb does not join:
+`alexnet.wandb_history` (`src/upload.py`) does.
 """
 
 from __future__ import annotations
