@@ -104,3 +104,21 @@ def test_the_csv_log_keeps_its_rows_before_the_checkpoints_step_and_its_columns(
     fresh = ContinuingWriter(str(tmp_path))
     fresh.keep_before(0)  # a fresh run in the same folder starts a new file
     assert not (tmp_path / "metrics.csv").exists() and fresh.metrics_keys == []
+
+
+@pytest.mark.slow
+def test_a_finished_run_extended_by_an_epoch_with_loader_workers_equals_the_longer_run(
+    compose, tmp_path, run_data_dir, narrow
+):
+    """The finished-run message says "raise trainer.max_epochs to train on": that must give the longer run's
+    weights and rows. With loader workers, which prefetch from the sampler as soon as Lightning makes the first
+    iterator (before it sets the epoch), the resumed epoch once trained on an earlier epoch's order."""
+    extended = [*FAST, "data.num_workers=2", "trainer.log_every_n_steps=1"]
+    train(compose(*extended, "trainer.max_epochs=3", run="straight", data_dir=run_data_dir))
+    finished = train(compose(*extended, "trainer.max_epochs=2", run="extended", data_dir=run_data_dir))
+    assert finished["epochs"] == 2
+    longer = train(compose(*extended, "trainer.max_epochs=3", "ckpt_path=last", run="extended", data_dir=run_data_dir))
+    assert longer["epochs"] == 3 and longer["attempts"] == 2
+    assert rows(tmp_path / "extended") == rows(tmp_path / "straight")  # the 2-epoch run's test rows replaced too
+    for key, value in weights(tmp_path / "straight").items():
+        assert torch.equal(weights(tmp_path / "extended")[key], value), key
