@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import lightning as L
@@ -26,3 +28,17 @@ class FirstStep(L.Callback):
             if self.path is not None:
                 with self.path.open("a") as f:
                     f.write(f"{trainer.global_step} {trainer.current_epoch}\n")
+
+
+class SignalSelf(L.Callback):
+    """Sends `signal_name` (e.g. SIGTERM) to its own process when the hook `hook` (a Callback hook's name, such as
+    "on_test_batch_start") is called for the `call`-th time: an interruption at a chosen point, not after a sleep."""
+
+    def __init__(self, signal_name: str, hook: str, call: int = 1):
+        self.signal, self.remaining = getattr(signal, signal_name), call
+        setattr(self, hook, self._count)
+
+    def _count(self, *args, **kwargs):
+        self.remaining -= 1
+        if self.remaining == 0:
+            os.kill(os.getpid(), self.signal)

@@ -1,5 +1,6 @@
 """A kill or a termination costs minutes, not the run: through the real entry point, in subprocesses."""
 
+import csv
 import json
 import os
 import random
@@ -12,16 +13,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from alexnet.rundir import PREVIOUS
 from fast_run import FAST as FAST_RUN
 
 ROOT = Path(__file__).parents[1]
 FAST = [*FAST_RUN, "hydra.run.dir=run"]
 
 
-def start(tmp_path, *overrides):
+def start(tmp_path, *overrides, environment=None):
     # recorders.FirstStep appends where each fit's training started to first_steps.txt.
     path = os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": path}
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": path, **(environment or {})}
     record = [
         "+callbacks.first_step._target_=recorders.FirstStep",
         f"+callbacks.first_step.path={tmp_path}/first_steps.txt",
@@ -90,3 +92,88 @@ def test_preparation_killed_at_random_points_and_rerun_gives_the_uninterrupted_s
     subprocess.run(command, check=True, capture_output=True, timeout=300)
     uninterrupted = {p.name: p.read_bytes() for p in sorted(sample_store.iterdir())}
     assert {p.name: p.read_bytes() for p in sorted(store.iterdir()) if not p.name.startswith(".")} == uninterrupted
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_final_test_exits_cleanly_and_the_resumed_run_evaluates(tmp_path):
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    terminate = [
+        "+callbacks.terminate_in_test._target_=recorders.SignalSelf",
+        "+callbacks.terminate_in_test.signal_name=SIGTERM",
+        "+callbacks.terminate_in_test.hook=on_test_batch_start",
+    ]
+    process = start(tmp_path, "trainer.max_epochs=2", *terminate)
+    output = process.communicate(timeout=300)[0].decode()
+    assert process.returncode == 0, output[-3000:]
+    assert "resume with ckpt_path=last" in output
+    assert not (tmp_path / "run" / "results.json").exists()
+    fitted = last.read_bytes()
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    # still the fitted run's state (momentum and schedule included), not the tested network's, written mid-test
+    assert state["global_step"] == 2 * 4 and state["optimizer_states"] and "lr_plateau" in state
+    assert "Terminated during the final test" in output
+    resumed = start(tmp_path, "trainer.max_epochs=2", "ckpt_path=last")
+    output = resumed.communicate(timeout=300)[0].decode()
+    assert resumed.returncode == 0, output[-3000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["epochs"] == 2 and results["steps"] == 8 and results["attempts"] == 2
+    assert last.read_bytes() == fitted  # nothing was trained again
+    assert (tmp_path / "first_steps.txt").read_text().split() == ["0", "0"]  # only the first process trained
+
+
+@pytest.mark.slow
+def test_a_second_process_on_the_same_run_directory_is_refused_and_the_first_finishes_whole(tmp_path):
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    first = start(tmp_path, "trainer.max_epochs=1000", "evaluate=false")
+    wait_for(last, first)
+    second = start(tmp_path, "trainer.max_epochs=1000", "evaluate=false")  # a scheduler's double submission
+    output = second.communicate(timeout=120)[0].decode()
+    assert second.returncode == 1, output[-3000:]
+    assert f"run is in use by process {first.pid} on " in output and "Traceback" not in output
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=120) == 0
+    with (tmp_path / "run" / "csv" / "metrics.csv").open() as f:
+        logged = {key for row in csv.DictReader(f) for key, value in row.items() if value}
+    assert {"train/loss", "val/top1_err", "lr-PaperSGD/weights"} <= logged
+    assert len(json.loads((tmp_path / "run" / "run.json").read_text())["attempts"]) == 1
+
+
+def slurm_job(tmp_path, job_id: str, *overrides):
+    """train.py as SLURM starts it (job `job_id`, one task), with a stand-in `scontrol` that records the requeue
+    that Lightning asks for on SIGUSR1."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/scontrol.txt\n')
+    scontrol.chmod(0o755)
+    slurm = {"SLURM_JOB_ID": job_id, "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "alexnet", "SLURM_PROCID": "0"}
+    slurm |= {"SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost"}
+    environment = {**slurm, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    return start(tmp_path, "trainer.max_epochs=6", "evaluate=false", *overrides, environment=environment)
+
+
+@pytest.mark.slow
+def test_a_requeued_slurm_job_resumes_its_own_run_and_a_new_job_starts_afresh(tmp_path):
+    run = tmp_path / "run"
+    job = slurm_job(tmp_path, "100")
+    wait_for(run / "checkpoints" / "last.ckpt", job)
+    job.send_signal(signal.SIGUSR1)  # SLURM's warning before the time limit: Lightning saves hpc_ckpt_1 and requeues
+    wait_for(tmp_path / "scontrol.txt", job)
+    job.send_signal(signal.SIGKILL)  # then SLURM ends the job
+    job.wait()
+    assert (tmp_path / "scontrol.txt").read_text().split() == ["requeue", "100"]
+    saved = [run / "hpc_ckpt_1.ckpt", run / "checkpoints" / "last.ckpt"]
+    newest = max(saved, key=lambda p: p.stat().st_mtime_ns)
+    step = torch.load(newest, map_location="cpu", weights_only=False)["global_step"]
+    requeued = slurm_job(tmp_path, "100")  # the same command, the same job id: not told to resume
+    output = requeued.communicate(timeout=600)[0].decode()
+    assert requeued.returncode == 0, output[-3000:]
+    assert f"SLURM job 100 was requeued: it resumes its run from {newest}" in output
+    assert (tmp_path / "first_steps.txt").read_text().split("\n")[:2] == ["0 0", f"{step} {step // 4}"]
+    assert not (run / PREVIOUS).exists()
+    fresh = slurm_job(tmp_path, "101")  # another job with the same command: a new run
+    output = fresh.communicate(timeout=600)[0].decode()
+    assert fresh.returncode == 0, output[-3000:]
+    assert (tmp_path / "first_steps.txt").read_text().split("\n")[2] == "0 0"
+    assert (run / PREVIOUS / "1" / "hpc_ckpt_1.ckpt").is_file()
+    assert [a["slurm_job"] for a in json.loads((run / "run.json").read_text())["attempts"]] == ["101"]

@@ -15,15 +15,23 @@ from alexnet.rundir import Attempt
 
 class CheckpointOnTerminate(L.Callback):
     """On SIGTERM (a scheduler's preemption, `kill`, Ctrl-\\), Lightning stops after the current batch; this
-    writes the newest state to `dirpath`/last.ckpt first, so `ckpt_path=last` resumes from there."""
+    writes the newest state to `dirpath`/last.ckpt first, so `ckpt_path=last` resumes from there. During the
+    final test it writes nothing: last.ckpt already holds the fitted run, which a resumed run evaluates."""
 
     def __init__(self, dirpath: str) -> None:
         self.path = Path(dirpath) / "last.ckpt"
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, SIGTERMException):
-            trainer.save_checkpoint(self.path)
-            rank_zero_info(f"Terminated: saved {self.path} at step {trainer.global_step}; resume with ckpt_path=last")
+        if not isinstance(exception, SIGTERMException):
+            return
+        if trainer.state.fn != "fit":  # the final test: the module holds the best network, not the run's state
+            rank_zero_info(
+                f"Terminated during the final test: {self.path} still holds the fitted run; resume with "
+                "ckpt_path=last to evaluate it"
+            )
+            return
+        trainer.save_checkpoint(self.path)
+        rank_zero_info(f"Terminated: saved {self.path} at step {trainer.global_step}; resume with ckpt_path=last")
 
 
 class ResumeState(L.Callback):
