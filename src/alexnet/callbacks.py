@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
@@ -23,6 +24,27 @@ class CheckpointOnTerminate(L.Callback):
         if isinstance(exception, SIGTERMException):
             trainer.save_checkpoint(self.path)
             rank_zero_info(f"Terminated: saved {self.path} at step {trainer.global_step}; resume with ckpt_path=last")
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of data-parallel process `rank` > 0: a hash of both, so no rank shares a stream with another rank
+    or with the run of seed + 1 (as seed + rank would)."""
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+
+
+class RankSeed(L.Callback):
+    """One random stream per data-parallel process. train() seeds every process alike, so that the weights start
+    alike; once the processes know their ranks (setup, before any draw of training), every rank but 0 is reseeded
+    from (seed, rank), so that each draws its own crops, flips, lighting and dropout masks. Rank 0 keeps the
+    stream it has: a one-process run's draws are those of a run before this callback existed. The sampler's order
+    is not drawn from these generators: it is one permutation per (seed, epoch), shared by all ranks."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.global_rank > 0:
+            L.seed_everything(rank_seed(self.seed, trainer.global_rank), workers=True, verbose=False)
 
 
 class ResumeState(L.Callback):
