@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 from pathlib import Path
 
 import lightning as L
+import torch
 
 
 class FirstStep(L.Callback):
@@ -28,6 +30,30 @@ class FirstStep(L.Callback):
             if self.path is not None:
                 with self.path.open("a") as f:
                     f.write(f"{trainer.global_step} {trainer.current_epoch}\n")
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+class RandomStreams(L.Callback):
+    """Per process, appended to `path`.rank<r>: "weights <digest>" when a fit is set up, and "step <n> <digest>"
+    for each training batch, the digest of torch's generator state there: after the batch's crops, flips and
+    lighting, before its dropout masks, all of which are drawn from it."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def _write(self, trainer, line: str) -> None:
+        with open(f"{self.path}.rank{trainer.global_rank}", "a") as f:
+            f.write(line + "\n")
+
+    def setup(self, trainer, pl_module, stage):
+        weights = b"".join(t.cpu().numpy().tobytes() for t in pl_module.state_dict().values())
+        self._write(trainer, f"weights {_digest(weights)}")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._write(trainer, f"step {trainer.global_step} {_digest(torch.get_rng_state().numpy().tobytes())}")
 
 
 class SignalSelf(L.Callback):

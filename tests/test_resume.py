@@ -67,6 +67,8 @@ def test_a_run_stopped_and_resumed_twice_equals_one_that_never_stopped(compose, 
 class FakeTrainer:
     loggers: tuple = ()
     global_step = 0
+    global_rank = 0
+    world_size = 1
 
 
 def test_the_random_state_is_restored_when_training_starts_not_when_the_checkpoint_is_read():

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from alexnet.loggers import ContinuingWriter
 from alexnet.rundir import Attempt
@@ -34,26 +35,60 @@ class CheckpointOnTerminate(L.Callback):
         rank_zero_info(f"Terminated: saved {self.path} at step {trainer.global_step}; resume with ckpt_path=last")
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of data-parallel process `rank` > 0: a hash of both, so no rank shares a stream with another rank
+    or with the run of seed + 1 (as seed + rank would)."""
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+
+
+class RankSeed(L.Callback):
+    """One random stream per data-parallel process. train() seeds every process alike, so that the weights start
+    alike; once the processes know their ranks (setup, before any draw of training), every rank but 0 is reseeded
+    from (seed, rank), so that each draws its own crops, flips, lighting and dropout masks. Rank 0 keeps the
+    stream it has: a one-process run's draws are those of a run before this callback existed. The sampler's order
+    is not drawn from these generators: it is one permutation per (seed, epoch), shared by all ranks."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.global_rank > 0:
+            L.seed_everything(rank_seed(self.seed, trainer.global_rank), workers=True, verbose=False)
+
+
+def every_rank(value: object) -> list:
+    """`value` of every data-parallel process, by rank; [value] in one process. Every process must call it."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [value]
+    values = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(values, value)
+    return values
+
+
 class ResumeState(L.Callback):
     """What a resumed run needs, beyond Lightning's own checkpoint, to go on as if it had never stopped.
 
-    The random generators (dropout, the augmentation's crops, flips and lighting, the loaders' seeds) are
-    saved in every checkpoint and restored when training starts: after the sanity check's validation
-    batches, which the uninterrupted run did not have at that point. The sampler needs nothing: its order is
-    a function of the seed and the epoch. The CSV log is cut back, also when training starts, to the rows
-    logged before the checkpoint's step: later rows (written before a kill) are logged again."""
+    The random generators (dropout, the augmentation's crops, flips and lighting, the loaders' seeds) of every
+    process are saved in every checkpoint, by rank, and each process restores its own when training starts: after
+    the sanity check's validation batches, which the uninterrupted run did not have at that point. A checkpoint of
+    another number of processes restores none: each process keeps the stream it was seeded with (RankSeed), with a
+    warning. The sampler needs nothing: its order is a function of the seed and the epoch. The CSV log is cut
+    back, also when training starts, to the rows logged before the checkpoint's step: later rows (written before
+    a kill) are logged again."""
 
     def __init__(self) -> None:
-        self.restored: dict | None = None
+        self.restored: list[dict] | None = None
 
     def state_dict(self) -> dict:
+        # Lightning asks every process for it when a checkpoint is written (only rank 0 writes the file).
         state = {"torch": torch.get_rng_state()}
         if torch.cuda.is_initialized():
             state["torch.cuda"] = torch.cuda.get_rng_state_all()
-        return state
+        return {"ranks": every_rank(state)}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.restored = state_dict
+        # Checkpoints from before the generators were saved by rank hold one process's, unlisted.
+        self.restored = state_dict.get("ranks", [state_dict])
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for logger in trainer.loggers:
@@ -62,9 +97,17 @@ class ResumeState(L.Callback):
                 writer.keep_before(trainer.global_step)
         if self.restored is None:
             return
-        torch.set_rng_state(self.restored["torch"])
-        if "torch.cuda" in self.restored and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(self.restored["torch.cuda"])
+        if len(self.restored) != trainer.world_size:
+            rank_zero_warn(
+                f"The checkpoint holds the random generators of {len(self.restored)} process(es), and this run has "
+                f"{trainer.world_size}: none is restored, each process draws from its own seed's stream. Training "
+                "goes on, but not as the interrupted run would have."
+            )
+            return
+        state = self.restored[trainer.global_rank]
+        torch.set_rng_state(state["torch"])
+        if "torch.cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["torch.cuda"])
 
 
 class RecordAttempt(L.Callback):
