@@ -60,6 +60,16 @@ def test_a_value_outside_its_range_is_refused_naming_the_key_and_the_range(compo
     assert any(problem.startswith(f"{key}={bad}: must be ") for problem in found), found
 
 
+FLOATS = sorted(key for key, (_, good) in OUTSIDE.items() if isinstance(good, float))
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+@pytest.mark.parametrize("key", FLOATS)
+def test_a_float_that_is_not_finite_is_refused_naming_the_key_and_the_range(compose, key, value):
+    found = problems(compose(f"++{key}={value}"))
+    assert any(problem.startswith(f"{key}={float(value)}: must be finite and ") for problem in found), found
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

@@ -9,6 +9,7 @@ callers that compose configs themselves.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ def _positive_int(v: Any) -> bool:
     return v >= 1
 
 
-# (key, allowed, what is allowed and why). A key that the config does not hold is not checked.
+# (key, allowed, what is allowed and why). A key that the config does not hold is not checked; a float must also
+# be finite (inf and nan are refused for every key).
 RANGES: tuple[tuple[str, Any, str], ...] = (
     ("model.num_classes", lambda v: v is None or v >= 2, "null (as many as the store holds) or at least 2"),
     ("model.dropout", lambda v: 0 <= v < 1, "in [0, 1): the probability of zeroing a hidden unit (0.5 in 4.2)"),
@@ -58,6 +60,11 @@ RANGES: tuple[tuple[str, Any, str], ...] = (
 )
 
 
+def _finite(v: Any) -> bool:
+    """inf passes `v > 0`, and nan fails every comparison only by accident: a ranged float must be finite."""
+    return not isinstance(v, float) or math.isfinite(v)
+
+
 def _value(cfg: DictConfig, key: str) -> tuple[bool, Any]:
     """(whether cfg holds key, its resolved value)."""
     parent, _, leaf = key.rpartition(".")
@@ -73,6 +80,9 @@ def problems(cfg: DictConfig) -> list[str]:
     for key, allowed, wanted in RANGES:
         present, value = _value(cfg, key)
         if not present:
+            continue
+        if not _finite(value):
+            found.append(f"{key}={value}: must be finite and {wanted}")
             continue
         try:
             ok = bool(allowed(value))
