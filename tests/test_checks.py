@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from alexnet import checks
 from alexnet.checks import RANGES, check, problems
 from alexnet.errors import ConfigError
 
@@ -89,6 +90,44 @@ def test_values_that_must_agree_are_refused_naming_both(compose, overrides, mess
 
 def test_ckpt_path_last_is_allowed_before_the_run_has_a_checkpoint(compose):
     assert problems(compose("ckpt_path=last")) == []
+
+
+@pytest.mark.parametrize("trainer", ["gpu", "ddp", "two_gpu"])
+def test_a_gpu_trainer_on_a_machine_without_cuda_is_refused_naming_it_and_saying_to_use_the_cpu(
+    compose, monkeypatch, trainer
+):
+    cfg = compose(f"trainer={trainer}")
+    monkeypatch.setattr(checks, "_cuda_available", lambda: True)
+    assert problems(cfg, devices=True) == []
+    monkeypatch.setattr(checks, "_cuda_available", lambda: False)
+    assert problems(cfg) == []  # prepare.py and summary.py run no trainer: a CPU node prepares for a GPU run
+    (found,) = problems(cfg, devices=True)
+    assert (
+        found.startswith(f"trainer={trainer} (trainer.accelerator=gpu): needs a CUDA GPU")
+        and "use trainer=cpu" in found
+    )
+
+
+def test_prepare_and_summary_ask_no_gpu_of_the_machine():
+    """They run no trainer (conf/tool.yaml): a CPU node prepares the store for experiment=full's trainer=gpu."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        for name in ("tool", "summary", "config", "eval"):
+            cfg = compose(name, overrides=["experiment=full"], return_hydra_config=True)
+            assert instantiate(cfg.hydra.callbacks.check_config).devices is (name in ("config", "eval")), name
+    GlobalHydra.instance().clear()
+
+
+def test_the_trainer_that_needs_a_gpu_is_named_by_its_key_where_no_trainer_choice_is_known(compose, monkeypatch):
+    cfg = compose()
+    monkeypatch.setattr(checks, "_cuda_available", lambda: False)
+    cfg.trainer.accelerator = "cuda"
+    del cfg.hydra  # a config composed by hand, without Hydra's record of the choices
+    assert problems(cfg, devices=True)[0].startswith("trainer.accelerator=cuda: needs a CUDA GPU")
 
 
 @pytest.mark.parametrize(

@@ -74,9 +74,10 @@ def _value(cfg: DictConfig, key: str) -> tuple[bool, Any]:
     return True, OmegaConf.select(cfg, key)
 
 
-def problems(cfg: DictConfig) -> list[str]:
-    """Each out-of-range value or disagreement, as "key=value: what is allowed"."""
-    found = []
+def problems(cfg: DictConfig, devices: bool = False) -> list[str]:
+    """Each out-of-range value or disagreement, as "key=value: what is allowed"; with `devices`, also a trainer
+    that asks for a GPU this machine lacks."""
+    found = _accelerator_problems(cfg) if devices else []
     for key, allowed, wanted in RANGES:
         present, value = _value(cfg, key)
         if not present:
@@ -126,6 +127,26 @@ def _disagreements(cfg: DictConfig) -> list[str]:
     return found
 
 
+def _accelerator_problems(cfg: DictConfig) -> list[str]:
+    """Lightning would refuse a GPU trainer without CUDA too, but only once torch has loaded and the run folder
+    exists, and in its own words."""
+    accelerator = OmegaConf.select(cfg, "trainer.accelerator", default=None)
+    if accelerator not in ("gpu", "cuda") or _cuda_available():
+        return []
+    choice = OmegaConf.select(cfg, "hydra.runtime.choices.trainer", default=None)
+    asked = f"trainer={choice} (trainer.accelerator={accelerator})" if choice else f"trainer.accelerator={accelerator}"
+    return [
+        f"{asked}: needs a CUDA GPU, and torch finds none on this machine; use trainer=cpu (or experiment=smoke, "
+        "the sample dataset on the CPU)"
+    ]
+
+
+def _cuda_available() -> bool:
+    import torch  # only for a config that asks for a GPU, which loads torch to train anyway
+
+    return torch.cuda.is_available()
+
+
 def _checkpoint_problems(cfg: DictConfig) -> list[str]:
     paths = list(cfg.get("ckpt_paths") or [])
     ckpt_path = cfg.get("ckpt_path")
@@ -137,15 +158,20 @@ def _checkpoint_problems(cfg: DictConfig) -> list[str]:
     return []
 
 
-def check(cfg: DictConfig) -> None:
-    """Raises ConfigError listing every problem of cfg."""
-    found = problems(cfg)
+def check(cfg: DictConfig, devices: bool = False) -> None:
+    """Raises ConfigError listing every problem of cfg (problems())."""
+    found = problems(cfg, devices)
     if found:
-        raise ConfigError("the config has values out of range:\n  " + "\n  ".join(found))
+        raise ConfigError("the config cannot run:\n  " + "\n  ".join(found))
 
 
 class CheckConfig(Callback):
-    """Hydra callback: checks the composed config before Hydra makes the run directory."""
+    """Hydra callback: checks the composed config before Hydra makes the run directory. `devices`: the entry
+    point runs a trainer (train.py, eval.py), whose accelerator this machine must have; prepare.py and
+    summary.py do not (conf/tool.yaml), so they run on a CPU node with experiment=full's trainer=gpu."""
+
+    def __init__(self, devices: bool = True) -> None:
+        self.devices = devices
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config)
@@ -153,9 +179,8 @@ class CheckConfig(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config)  # the sweep's shared values; each job's own are checked when it starts
 
-    @staticmethod
-    def _check(config: DictConfig) -> None:
+    def _check(self, config: DictConfig) -> None:
         try:
-            check(config)
+            check(config, self.devices)
         except ConfigError as error:
             sys.exit(report(error))
