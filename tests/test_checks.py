@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from alexnet import checks
-from alexnet.checks import RANGES, check, problems
+from alexnet.checks import RANGES, check, problems, unknown_keys
 from alexnet.errors import ConfigError
 
 ROOT = Path(__file__).parents[1]
@@ -128,6 +128,55 @@ def test_the_trainer_that_needs_a_gpu_is_named_by_its_key_where_no_trainer_choic
     cfg.trainer.accelerator = "cuda"
     del cfg.hydra  # a config composed by hand, without Hydra's record of the choices
     assert problems(cfg, devices=True)[0].startswith("trainer.accelerator=cuda: needs a CUDA GPU")
+
+
+GROUPS = [p.name for p in (ROOT / "conf").iterdir() if p.is_dir()]
+MODEL_KEYS = (
+    "activation, columns, devices, dropout, dropout_scaling, init, input_size, lrn, lrn_convention, num_classes"
+)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.dropuot=0", f"model.dropuot (did you mean model.dropout?): model.* holds {MODEL_KEYS}"),
+        ("+model.dropuot=0", "model.dropuot (did you mean model.dropout?): model.* holds "),
+        ("++model.dropuot=0", "model.dropuot (did you mean model.dropout?): model.* holds "),
+        ("~model.dropuot", "model.dropuot (did you mean model.dropout?): model.* holds "),
+        (
+            "+data.sample.clases=3",
+            "data.sample.clases (did you mean data.sample.classes?): data.sample.* holds classes",
+        ),
+        ("paths.log_dri=x", "paths.log_dri (did you mean paths.log_dir?): paths.* holds data_dir, log_dir, output_dir"),
+        ("experiement=full", "experiement (did you mean experiment?): the config's keys and groups are ablation, "),
+        ("+sed=1", "sed (did you mean seed?): the config's keys and groups are "),
+        ("+model.xyz=1", "model.xyz: model.* holds "),
+    ],
+)
+def test_a_key_the_schema_lacks_is_refused_naming_it_the_closest_key_and_the_keys_beside_it(override, message):
+    (found,) = unknown_keys([override], GROUPS)
+    assert found.startswith(message), found
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "model.dropout=0",
+        "data.sample.classes=3",
+        "+trainer.enable_model_summary=false",  # trainer, logger and callbacks take any of Lightning's arguments
+        "+callbacks.first_step._target_=recorders.FirstStep",
+        "++logger.csv.flush_logs_every_n_steps=10",
+        "experiment=full",
+        "ablation=glob(*)",
+        "data=imagenet",
+        "hydra/launcher=slurm",
+        "hydra.run.dir=x",
+        "model.devices=[cpu,cpu]",
+        "optim.lr=0.01,0.02",
+    ],
+)
+def test_keys_the_schema_has_and_the_open_groups_keys_pass(override):
+    assert unknown_keys([override], GROUPS) == []
 
 
 @pytest.mark.parametrize(

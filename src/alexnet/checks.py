@@ -4,19 +4,24 @@ hours of preparation, and `optim.lr_factor=-1` never trains with a negative lear
 
 The entry points run the check as a Hydra callback when the config is composed, before Hydra makes the run
 directory, so a bad value leaves nothing behind; alexnet.training and alexnet.evaluation run it again for
-callers that compose configs themselves.
+callers that compose configs themselves. Before that, refuse_unknown_keys refuses a command-line key that the
+schema lacks, listing the keys it has.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from alexnet.config import Config
 from alexnet.errors import ConfigError, report
 
 
@@ -184,3 +189,65 @@ class CheckConfig(Callback):
             check(config, self.devices)
         except ConfigError as error:
             sys.exit(report(error))
+
+
+def refuse_unknown_keys(conf_dir: str | Path, argv: list[str] | None = None) -> None:
+    """Exits, listing each key of the command line that the schema lacks (unknown_keys), before Hydra composes
+    the config. Hydra refuses `model.dropuot=0` itself, but advises `+model.dropuot=0`, which the structured
+    config then takes (`+` opens it) and the network's constructor refuses only once torch has loaded."""
+    from hydra._internal.utils import get_args_parser  # Hydra's own command line: its flags, then overrides
+
+    overrides = get_args_parser().parse_args(sys.argv[1:] if argv is None else argv).overrides
+    groups = [p.name for p in Path(conf_dir).iterdir() if p.is_dir()]
+    found = unknown_keys(overrides, groups)
+    if found:
+        sys.exit(report(ConfigError("the config has no such key:\n  " + "\n  ".join(found))))
+
+
+def unknown_keys(overrides: list[str], groups: list[str]) -> list[str]:
+    """Each override (`key=value`, `+key=value`, `++key=value`, `~key`) whose key is neither in the schema nor a
+    config group (conf/<group>/), with the closest key and the keys beside it. trainer.*, logger.* and
+    callbacks.* stay open: they take any argument of Lightning's Trainer, logger or callback classes."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        return []  # malformed: Hydra says where
+    found = []
+    for override in parsed:
+        key = override.key_or_group
+        if "/" in key or override.package is not None:  # hydra/launcher=slurm, data@...: a group's choice
+            continue
+        problem = _unknown_key(key, groups)
+        if problem:
+            found.append(problem)
+    return found
+
+
+def _unknown_key(key: str, groups: list[str]) -> str | None:
+    schema, prefix = Config, ""
+    for name in key.split("."):
+        fields = _schema_fields(schema)
+        known = sorted(set(fields) | (set() if prefix else set(groups)))
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+            where = f"{prefix}* holds" if prefix else "the config's keys and groups are"
+            return f"{prefix}{name}{hint}: {where} {', '.join(known)}"
+        schema = fields.get(name)
+        if schema is None:  # a value, an open dict (trainer, logger, callbacks) or a group: Hydra checks the rest
+            return None
+        prefix += f"{name}."
+    return None
+
+
+def _schema_fields(schema: type) -> dict[str, type | None]:
+    """A dataclass's fields, each with the dataclass it holds (ModelConfig for Config.model; SampleConfig for
+    DataConfig.sample, which may be null), or None."""
+    hints = typing.get_type_hints(schema)
+    return {
+        f.name: next((t for t in (hints[f.name], *typing.get_args(hints[f.name])) if dataclasses.is_dataclass(t)), None)
+        for f in dataclasses.fields(schema)
+    }
