@@ -69,22 +69,24 @@ def _new_run_folder() -> tuple[Path, set[str]] | None:
     hydra = HydraConfig.get()
     folder = Path(hydra.runtime.output_dir)
     log = folder / f"{hydra.job.name}.log"
-    hydras = {hydra.output_subdir, log.name}
-    if _holds_only(folder, hydras) and (not log.exists() or log.stat().st_size == 0):
-        return folder, hydras
+    hydra_names = {hydra.output_subdir, log.name}
+    if _holds_only(folder, hydra_names) and (not log.exists() or log.stat().st_size == 0):
+        return folder, hydra_names
     return None
 
 
 def _holds_only(folder: Path, names: set[str]) -> bool:
     """Nothing in folder but these names, and only files in its subfolders (Hydra's config.yaml, ...)."""
+    if not folder.is_dir():  # another process of the run (DDP) has removed it
+        return False
     entries = list(folder.iterdir())
     return {p.name for p in entries} <= names and all(f.is_file() for p in entries if p.is_dir() for f in p.iterdir())
 
 
-def _remove_if_unused(folder: Path, hydras: set[str], log_dir: str) -> None:
+def _remove_if_unused(folder: Path, hydra_names: set[str], log_dir: str) -> None:
     """Removes a new run folder that still holds only Hydra's files (this run's log among them), then the
     folders between it and paths.log_dir that it leaves empty (logs/full/ of logs/full/baseline/)."""
-    if not _holds_only(folder, hydras):
+    if not _holds_only(folder, hydra_names):
         return
     shutil.rmtree(folder, ignore_errors=True)
     top = Path(os.path.abspath(log_dir))
