@@ -8,20 +8,25 @@ Safe to rerun: a complete store is left alone, an interrupted one is finished.
 """
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 import alexnet.config  # noqa: F401  (registers the schema)
+from alexnet.checks import refuse_unknown_keys
 from alexnet.config import plain
-from alexnet.data.datamodule import ImageNetDataModule
-from alexnet.data.prepare import describe, verify
 from alexnet.errors import user_errors_reported
 
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="tool")
+
+@hydra.main(version_base="1.3", config_path=CONF, config_name="tool")
 @user_errors_reported
 def main(cfg: DictConfig) -> None:
+    from alexnet.data.datamodule import ImageNetDataModule  # torch loads once the config has passed its checks
+    from alexnet.data.prepare import describe, verify
+
     datamodule = ImageNetDataModule(**plain(cfg.data))
     if cfg.verify:
         problems = verify(datamodule.store_dir)
@@ -38,4 +43,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_unknown_keys(CONF)
     main()

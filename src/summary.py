@@ -6,23 +6,30 @@ python src/summary.py model.columns=1 model.lrn=false
 python src/summary.py model.placement=split model.devices=[cpu,cpu]
 """
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
 import alexnet.config  # noqa: F401  (registers the schema)
+from alexnet.checks import refuse_unknown_keys
 from alexnet.config import plain
 from alexnet.errors import user_errors_reported
-from alexnet.model import AlexNet
-from alexnet.summary import format_table, layer_rows
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="summary")
+@hydra.main(version_base="1.3", config_path=CONF, config_name="summary")
 @user_errors_reported
 def main(cfg: DictConfig) -> None:
+    from alexnet.model import AlexNet  # torch loads once the config has passed its checks
+    from alexnet.summary import format_table, layer_rows
+
     model_cfg = plain(cfg.model)
     model = AlexNet(**model_cfg)
     print(format_table(layer_rows(model, model_cfg["input_size"])))
 
 
 if __name__ == "__main__":
+    refuse_unknown_keys(CONF)
     main()

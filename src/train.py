@@ -6,15 +6,20 @@ python src/train.py experiment=full model.lrn=false trainer=gpu
 python src/train.py experiment=full ckpt_path=last     # resume this run
 """
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
 import alexnet.config  # noqa: F401  (registers the schema)
+from alexnet.checks import refuse_unknown_keys
 from alexnet.errors import user_errors_reported
 from alexnet.runtime import keep_freed_memory
 
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+
+@hydra.main(version_base="1.3", config_path=CONF, config_name="config")
 @user_errors_reported
 def main(cfg: DictConfig) -> float:
     # Imported once the config has passed its checks (a Hydra callback): torch and Lightning take seconds to
@@ -28,4 +33,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    refuse_unknown_keys(CONF)
     main()

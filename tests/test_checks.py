@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from alexnet.checks import RANGES, check, problems
+from alexnet import checks
+from alexnet.checks import RANGES, check, problems, unknown_keys
 from alexnet.errors import ConfigError
 
 ROOT = Path(__file__).parents[1]
@@ -60,6 +61,16 @@ def test_a_value_outside_its_range_is_refused_naming_the_key_and_the_range(compo
     assert any(problem.startswith(f"{key}={bad}: must be ") for problem in found), found
 
 
+FLOATS = sorted(key for key, (_, good) in OUTSIDE.items() if isinstance(good, float))
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+@pytest.mark.parametrize("key", FLOATS)
+def test_a_float_that_is_not_finite_is_refused_naming_the_key_and_the_range(compose, key, value):
+    found = problems(compose(f"++{key}={value}"))
+    assert any(problem.startswith(f"{key}={float(value)}: must be finite and ") for problem in found), found
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -79,6 +90,93 @@ def test_values_that_must_agree_are_refused_naming_both(compose, overrides, mess
 
 def test_ckpt_path_last_is_allowed_before_the_run_has_a_checkpoint(compose):
     assert problems(compose("ckpt_path=last")) == []
+
+
+@pytest.mark.parametrize("trainer", ["gpu", "ddp", "two_gpu"])
+def test_a_gpu_trainer_on_a_machine_without_cuda_is_refused_naming_it_and_saying_to_use_the_cpu(
+    compose, monkeypatch, trainer
+):
+    cfg = compose(f"trainer={trainer}")
+    monkeypatch.setattr(checks, "_cuda_available", lambda: True)
+    assert problems(cfg, devices=True) == []
+    monkeypatch.setattr(checks, "_cuda_available", lambda: False)
+    assert problems(cfg) == []  # prepare.py and summary.py run no trainer: a CPU node prepares for a GPU run
+    (found,) = problems(cfg, devices=True)
+    assert (
+        found.startswith(f"trainer={trainer} (trainer.accelerator=gpu): needs a CUDA GPU")
+        and "use trainer=cpu" in found
+    )
+
+
+def test_prepare_and_summary_ask_no_gpu_of_the_machine():
+    """They run no trainer (conf/tool.yaml): a CPU node prepares the store for experiment=full's trainer=gpu."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        for name in ("tool", "summary", "config", "eval"):
+            cfg = compose(name, overrides=["experiment=full"], return_hydra_config=True)
+            assert instantiate(cfg.hydra.callbacks.check_config).devices is (name in ("config", "eval")), name
+    GlobalHydra.instance().clear()
+
+
+def test_the_trainer_that_needs_a_gpu_is_named_by_its_key_where_no_trainer_choice_is_known(compose, monkeypatch):
+    cfg = compose()
+    monkeypatch.setattr(checks, "_cuda_available", lambda: False)
+    cfg.trainer.accelerator = "cuda"
+    del cfg.hydra  # a config composed by hand, without Hydra's record of the choices
+    assert problems(cfg, devices=True)[0].startswith("trainer.accelerator=cuda: needs a CUDA GPU")
+
+
+GROUPS = [p.name for p in (ROOT / "conf").iterdir() if p.is_dir()]
+MODEL_KEYS = (
+    "activation, columns, devices, dropout, dropout_scaling, init, input_size, lrn, lrn_convention, num_classes"
+)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.dropuot=0", f"model.dropuot (did you mean model.dropout?): model.* holds {MODEL_KEYS}"),
+        ("+model.dropuot=0", "model.dropuot (did you mean model.dropout?): model.* holds "),
+        ("++model.dropuot=0", "model.dropuot (did you mean model.dropout?): model.* holds "),
+        ("~model.dropuot", "model.dropuot (did you mean model.dropout?): model.* holds "),
+        (
+            "+data.sample.clases=3",
+            "data.sample.clases (did you mean data.sample.classes?): data.sample.* holds classes",
+        ),
+        ("paths.log_dri=x", "paths.log_dri (did you mean paths.log_dir?): paths.* holds data_dir, log_dir, output_dir"),
+        ("experiement=full", "experiement (did you mean experiment?): the config's keys and groups are ablation, "),
+        ("+sed=1", "sed (did you mean seed?): the config's keys and groups are "),
+        ("+model.xyz=1", "model.xyz: model.* holds "),
+    ],
+)
+def test_a_key_the_schema_lacks_is_refused_naming_it_the_closest_key_and_the_keys_beside_it(override, message):
+    (found,) = unknown_keys([override], GROUPS)
+    assert found.startswith(message), found
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "model.dropout=0",
+        "data.sample.classes=3",
+        "+trainer.enable_model_summary=false",  # trainer, logger and callbacks take any of Lightning's arguments
+        "+callbacks.first_step._target_=recorders.FirstStep",
+        "++logger.csv.flush_logs_every_n_steps=10",
+        "experiment=full",
+        "ablation=glob(*)",
+        "data=imagenet",
+        "hydra/launcher=slurm",
+        "hydra.run.dir=x",
+        "model.devices=[cpu,cpu]",
+        "optim.lr=0.01,0.02",
+    ],
+)
+def test_keys_the_schema_has_and_the_open_groups_keys_pass(override):
+    assert unknown_keys([override], GROUPS) == []
 
 
 @pytest.mark.parametrize(

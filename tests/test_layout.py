@@ -96,8 +96,9 @@ def test_flat_val_is_labelled_through_the_devkit(tmp_path, packed):
     assert layout.class_names == ["words of n01000001", "words of n02000002", "words of n03000003"]
 
 
-def test_missing_root_says_how_to_point_data_root_at_imagenet(tmp_path):
-    with pytest.raises(LayoutError, match=r"data\.root=.*does not exist.*data=sample"):
+def test_missing_root_says_how_to_point_data_root_at_imagenet_or_to_run_the_smoke_experiment(tmp_path):
+    # experiment=smoke, not data=sample: data=sample under experiment=full is refused for its class count
+    with pytest.raises(LayoutError, match=r"data\.root=.*does not exist.* run experiment=smoke \(the sample"):
         discover(tmp_path / "nowhere")
 
 

@@ -4,18 +4,24 @@ hours of preparation, and `optim.lr_factor=-1` never trains with a negative lear
 
 The entry points run the check as a Hydra callback when the config is composed, before Hydra makes the run
 directory, so a bad value leaves nothing behind; alexnet.training and alexnet.evaluation run it again for
-callers that compose configs themselves.
+callers that compose configs themselves. Before that, refuse_unknown_keys refuses a command-line key that the
+schema lacks, listing the keys it has.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import math
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from alexnet.config import Config
 from alexnet.errors import ConfigError, report
 
 
@@ -23,7 +29,8 @@ def _positive_int(v: Any) -> bool:
     return v >= 1
 
 
-# (key, allowed, what is allowed and why). A key that the config does not hold is not checked.
+# (key, allowed, what is allowed and why). A key that the config does not hold is not checked; a float must also
+# be finite (inf and nan are refused for every key).
 RANGES: tuple[tuple[str, Any, str], ...] = (
     ("model.num_classes", lambda v: v is None or v >= 2, "null (as many as the store holds) or at least 2"),
     ("model.dropout", lambda v: 0 <= v < 1, "in [0, 1): the probability of zeroing a hidden unit (0.5 in 4.2)"),
@@ -58,6 +65,11 @@ RANGES: tuple[tuple[str, Any, str], ...] = (
 )
 
 
+def _finite(v: Any) -> bool:
+    """inf passes `v > 0`, and nan fails every comparison only by accident: a ranged float must be finite."""
+    return not isinstance(v, float) or math.isfinite(v)
+
+
 def _value(cfg: DictConfig, key: str) -> tuple[bool, Any]:
     """(whether cfg holds key, its resolved value)."""
     parent, _, leaf = key.rpartition(".")
@@ -67,12 +79,16 @@ def _value(cfg: DictConfig, key: str) -> tuple[bool, Any]:
     return True, OmegaConf.select(cfg, key)
 
 
-def problems(cfg: DictConfig) -> list[str]:
-    """Each out-of-range value or disagreement, as "key=value: what is allowed"."""
-    found = []
+def problems(cfg: DictConfig, devices: bool = False) -> list[str]:
+    """Each out-of-range value or disagreement, as "key=value: what is allowed"; with `devices`, also a trainer
+    that asks for a GPU this machine lacks."""
+    found = _accelerator_problems(cfg) if devices else []
     for key, allowed, wanted in RANGES:
         present, value = _value(cfg, key)
         if not present:
+            continue
+        if not _finite(value):
+            found.append(f"{key}={value}: must be finite and {wanted}")
             continue
         try:
             ok = bool(allowed(value))
@@ -116,6 +132,26 @@ def _disagreements(cfg: DictConfig) -> list[str]:
     return found
 
 
+def _accelerator_problems(cfg: DictConfig) -> list[str]:
+    """Lightning would refuse a GPU trainer without CUDA too, but only once torch has loaded and the run folder
+    exists, and in its own words."""
+    accelerator = OmegaConf.select(cfg, "trainer.accelerator", default=None)
+    if accelerator not in ("gpu", "cuda") or _cuda_available():
+        return []
+    choice = OmegaConf.select(cfg, "hydra.runtime.choices.trainer", default=None)
+    asked = f"trainer={choice} (trainer.accelerator={accelerator})" if choice else f"trainer.accelerator={accelerator}"
+    return [
+        f"{asked}: needs a CUDA GPU, and torch finds none on this machine; use trainer=cpu (or experiment=smoke, "
+        "the sample dataset on the CPU)"
+    ]
+
+
+def _cuda_available() -> bool:
+    import torch  # only for a config that asks for a GPU, which loads torch to train anyway
+
+    return torch.cuda.is_available()
+
+
 def _checkpoint_problems(cfg: DictConfig) -> list[str]:
     paths = list(cfg.get("ckpt_paths") or [])
     ckpt_path = cfg.get("ckpt_path")
@@ -127,15 +163,20 @@ def _checkpoint_problems(cfg: DictConfig) -> list[str]:
     return []
 
 
-def check(cfg: DictConfig) -> None:
-    """Raises ConfigError listing every problem of cfg."""
-    found = problems(cfg)
+def check(cfg: DictConfig, devices: bool = False) -> None:
+    """Raises ConfigError listing every problem of cfg (problems())."""
+    found = problems(cfg, devices)
     if found:
-        raise ConfigError("the config has values out of range:\n  " + "\n  ".join(found))
+        raise ConfigError("the config cannot run:\n  " + "\n  ".join(found))
 
 
 class CheckConfig(Callback):
-    """Hydra callback: checks the composed config before Hydra makes the run directory."""
+    """Hydra callback: checks the composed config before Hydra makes the run directory. `devices`: the entry
+    point runs a trainer (train.py, eval.py), whose accelerator this machine must have; prepare.py and
+    summary.py do not (conf/tool.yaml), so they run on a CPU node with experiment=full's trainer=gpu."""
+
+    def __init__(self, devices: bool = True) -> None:
+        self.devices = devices
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config)
@@ -143,9 +184,70 @@ class CheckConfig(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config)  # the sweep's shared values; each job's own are checked when it starts
 
-    @staticmethod
-    def _check(config: DictConfig) -> None:
+    def _check(self, config: DictConfig) -> None:
         try:
-            check(config)
+            check(config, self.devices)
         except ConfigError as error:
             sys.exit(report(error))
+
+
+def refuse_unknown_keys(conf_dir: str | Path, argv: list[str] | None = None) -> None:
+    """Exits, listing each key of the command line that the schema lacks (unknown_keys), before Hydra composes
+    the config. Hydra refuses `model.dropuot=0` itself, but advises `+model.dropuot=0`, which the structured
+    config then takes (`+` opens it) and the network's constructor refuses only once torch has loaded."""
+    from hydra._internal.utils import get_args_parser  # Hydra's own command line: its flags, then overrides
+
+    overrides = get_args_parser().parse_args(sys.argv[1:] if argv is None else argv).overrides
+    groups = [p.name for p in Path(conf_dir).iterdir() if p.is_dir()]
+    found = unknown_keys(overrides, groups)
+    if found:
+        sys.exit(report(ConfigError("the config has no such key:\n  " + "\n  ".join(found))))
+
+
+def unknown_keys(overrides: list[str], groups: list[str]) -> list[str]:
+    """Each override (`key=value`, `+key=value`, `++key=value`, `~key`) whose key is neither in the schema nor a
+    config group (conf/<group>/), with the closest key and the keys beside it. trainer.*, logger.* and
+    callbacks.* stay open: they take any argument of Lightning's Trainer, logger or callback classes."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        return []  # malformed: Hydra says where
+    found = []
+    for override in parsed:
+        key = override.key_or_group
+        if "/" in key or override.package is not None:  # hydra/launcher=slurm, data@...: a group's choice
+            continue
+        problem = _unknown_key(key, groups)
+        if problem:
+            found.append(problem)
+    return found
+
+
+def _unknown_key(key: str, groups: list[str]) -> str | None:
+    schema, prefix = Config, ""
+    for name in key.split("."):
+        fields = _schema_fields(schema)
+        known = sorted(set(fields) | (set() if prefix else set(groups)))
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+            where = f"{prefix}* holds" if prefix else "the config's keys and groups are"
+            return f"{prefix}{name}{hint}: {where} {', '.join(known)}"
+        schema = fields.get(name)
+        if schema is None:  # a value, an open dict (trainer, logger, callbacks) or a group: Hydra checks the rest
+            return None
+        prefix += f"{name}."
+    return None
+
+
+def _schema_fields(schema: type) -> dict[str, type | None]:
+    """A dataclass's fields, each with the dataclass it holds (ModelConfig for Config.model; SampleConfig for
+    DataConfig.sample, which may be null), or None."""
+    hints = typing.get_type_hints(schema)
+    return {
+        f.name: next((t for t in (hints[f.name], *typing.get_args(hints[f.name])) if dataclasses.is_dataclass(t)), None)
+        for f in dataclasses.fields(schema)
+    }

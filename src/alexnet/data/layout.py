@@ -188,7 +188,8 @@ def discover(root: str | Path) -> Layout:
     if not root.is_dir():
         raise LayoutError(
             f"data.root={root} does not exist. Point data.root at your ILSVRC-2012 folder "
-            f"(accepted: {ACCEPTED}), or use data=sample to try the pipeline without ImageNet."
+            f"(accepted: {ACCEPTED}), or run experiment=smoke (the sample dataset, made on first use) to try the "
+            "pipeline without ImageNet."
         )
     train_dir, val_dir = root / "train", root / "val"
     train_tar, val_tar = root / TRAIN_ARCHIVE, root / VAL_ARCHIVE
