@@ -115,3 +115,12 @@ def test_a_run_folder_the_run_wrote_to_before_its_error_is_kept(hydra_run):
     with pytest.raises(SystemExit):
         fail_after(write="wandb_id")(cfg)
     assert (folder / "wandb_id").is_file()
+
+
+def test_a_run_folder_that_holds_only_the_failed_runs_lock_besides_hydras_files_is_removed(hydra_run, tmp_path):
+    cfg, folder = hydra_run
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(folder)
+    with pytest.raises(SystemExit):
+        fail_after(write=".lock")(cfg)  # as train() takes it before the checks that need the data
+    assert left_behind(tmp_path) == []

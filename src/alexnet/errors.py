@@ -69,7 +69,9 @@ def _new_run_folder() -> tuple[Path, set[str]] | None:
     hydra = HydraConfig.get()
     folder = Path(hydra.runtime.output_dir)
     log = folder / f"{hydra.job.name}.log"
-    hydra_names = {hydra.output_subdir, log.name}
+    from alexnet.rundir import LOCK  # here: alexnet.rundir raises this module's errors
+
+    hydra_names = {hydra.output_subdir, log.name, LOCK}  # the lock: taken by the run that failed
     if _holds_only(folder, hydra_names) and (not log.exists() or log.stat().st_size == 0):
         return folder, hydra_names
     return None

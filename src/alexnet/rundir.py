@@ -64,6 +64,7 @@ def locked(directory: Path):
 def earlier_run(directory: Path) -> list[Path]:
     """What an earlier run left in `directory`."""
     found = [directory / name for name in RUN_FILES if (directory / name).exists()]
+    found = [path for path in found if not (path.is_dir() and not any(path.iterdir()))]  # an empty folder is nothing
     return found + sorted(directory.glob(HPC_CHECKPOINTS))
 
 

@@ -143,24 +143,17 @@ def make_trainer(cfg: DictConfig, attempt: Attempt | None = None) -> tuple[L.Tra
     return trainer, best
 
 
-def start_attempt(directory: Path, record: dict | None, checkpoint: str | None) -> Attempt:
-    """This process's attempt at the run, recorded in run.json; a fresh run first sets an earlier one aside."""
+def start_attempt(cfg: DictConfig, directory: Path, record: dict | None, checkpoint: str | None) -> Attempt:
+    """This process's attempt at the run, recorded in run.json, once the temporaries that a killed write left are
+    removed; a fresh run first sets an earlier one aside."""
+    for folder in (directory, checkpoint_dir(cfg)):
+        remove_temporaries(folder)
     if checkpoint is None:
         aside = set_aside(directory)
         if aside is not None:
             print(f"{directory} held an earlier run ({describe(aside)}): set aside in {aside}, nothing deleted")
         record = None
     return Attempt(directory, record, checkpoint)
-
-
-def start_run_directory(cfg: DictConfig, trainer: L.Trainer, datamodule: ImageNetDataModule) -> None:
-    """On the main process: the run's summary, and the temporaries that a killed write left removed."""
-    if not trainer.is_global_zero:
-        return
-    print(run_summary(cfg, datamodule, trainer))
-    checkpoint_dirs = {Path(c.dirpath) for c in trainer.checkpoint_callbacks if c.dirpath}  # fast_dev_run: none
-    for folder in {Path(cfg.paths.output_dir), *checkpoint_dirs}:
-        remove_temporaries(folder)
 
 
 def train(cfg: DictConfig) -> dict:
@@ -189,11 +182,12 @@ def run(cfg: DictConfig, directory: Path, main: bool) -> dict:
         model, optim = module.hparams["model"], module.hparams["optim"]
         check_agreement(trained, checkpoint, model, optim, dict(datamodule.hparams), datamodule.store_identity())
     check_trainable(datamodule, world_size=1)  # with more processes, once the trainer knows how many
-    attempt = start_attempt(directory, record, checkpoint) if main else None
+    attempt = start_attempt(cfg, directory, record, checkpoint) if main else None
     cfg.ckpt_path = checkpoint  # what the loggers see: a resumed run continues its wandb run
     trainer, best = make_trainer(cfg, attempt)
     check_trainable(datamodule, trainer.world_size)
-    start_run_directory(cfg, trainer, datamodule)
+    if trainer.is_global_zero:
+        print(run_summary(cfg, datamodule, trainer))
     trainer.fit(module, datamodule, ckpt_path=checkpoint)
     if trainer.global_step == 0:
         raise UserError(
