@@ -2,6 +2,7 @@
 file stays loadable; what a kill left half-written is cleared at the next start; a finished run stays as it is."""
 
 import contextlib
+import csv
 import errno
 import json
 import subprocess
@@ -14,7 +15,7 @@ from alexnet import atomic
 from alexnet.atomic import AtomicCheckpointIO, remove_temporaries
 from alexnet.errors import DiskFullError
 from alexnet.results import write_results
-from alexnet.rundir import LOCK
+from alexnet.rundir import LOCK, Attempt
 from alexnet.training import train
 from fast_run import FAST
 
@@ -113,3 +114,17 @@ def test_a_run_clears_the_temporaries_a_kill_left_and_a_finished_run_resumed_cha
     assert "has finished its 1 epochs" in capsys.readouterr().out
     assert files() == before
     assert Path(results["checkpoint"]).is_file()
+
+
+def test_a_metrics_log_that_fills_the_disk_is_an_error_naming_it(compose, tmp_path, run_data_dir, narrow, monkeypatch):
+    def full(self, rows):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", full)
+    with pytest.raises(DiskFullError, match=rf"the metrics log {tmp_path / 'run' / 'csv' / 'metrics.csv'} could"):
+        train(compose(*FAST, "trainer.max_epochs=1", "evaluate=false", data_dir=run_data_dir))
+
+
+def test_a_run_record_that_fills_the_disk_is_an_error_naming_it(tmp_path, monkeypatch):
+    with disk_with_room(monkeypatch, 10), pytest.raises(DiskFullError, match=rf"record {tmp_path / 'run.json'} could"):
+        Attempt(tmp_path, None, None)

@@ -177,3 +177,29 @@ def test_a_requeued_slurm_job_resumes_its_own_run_and_a_new_job_starts_afresh(tm
     assert (tmp_path / "first_steps.txt").read_text().split("\n")[2] == "0 0"
     assert (run / PREVIOUS / "1" / "hpc_ckpt_1.ckpt").is_file()
     assert [a["slurm_job"] for a in json.loads((run / "run.json").read_text())["attempts"]] == ["101"]
+
+
+@pytest.mark.slow
+def test_sigterm_during_validation_saves_a_checkpoint_and_the_resumed_run_logs_each_epoch_once(tmp_path):
+    # on_validation_batch_start: 2 sanity-check batches, 2 of epoch 0's validation, then epoch 1's first
+    terminate = [
+        "+callbacks.terminate_in_val._target_=recorders.SignalSelf",
+        "+callbacks.terminate_in_val.signal_name=SIGTERM",
+        "+callbacks.terminate_in_val.hook=on_validation_batch_start",
+        "+callbacks.terminate_in_val.call=5",
+    ]
+    process = start(tmp_path, "trainer.max_epochs=3", *terminate)
+    output = process.communicate(timeout=300)[0].decode()
+    assert process.returncode == 0 and "Terminated during validation" in output, output[-3000:]
+    assert not (tmp_path / "run" / "results.json").exists()
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 4  # the end of epoch 0, not a state taken in epoch 1's validation
+    resumed = start(tmp_path, "trainer.max_epochs=3", "ckpt_path=last")
+    output = resumed.communicate(timeout=300)[0].decode()
+    assert resumed.returncode == 0, output[-3000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["epochs"] == 3 and results["steps"] == 3 * 4
+    with (tmp_path / "run" / "csv" / "metrics.csv").open() as f:
+        validated = [row["epoch"] for row in csv.DictReader(f) if row["val/top1_err"]]
+    assert validated == ["0", "1", "2"]
+    assert (tmp_path / "first_steps.txt").read_text().split("\n")[:2] == ["0 0", "4 1"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -15,7 +14,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from alexnet.errors import DiskFullError
+from alexnet.errors import DiskFullError, disk_full
 
 TEMPORARY = ".tmp"  # the suffix of atomic_file's temporaries: ".<name>.<random>.tmp" beside <name>
 
@@ -122,7 +121,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             with atomic_file(path) as f:
                 torch.save(checkpoint, f)
         except OSError as error:
-            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            if not disk_full(error):
                 raise
             free = shutil.disk_usage(Path(path).parent).free
             raise DiskFullError(

@@ -16,8 +16,10 @@ from alexnet.rundir import Attempt
 
 class CheckpointOnTerminate(L.Callback):
     """On SIGTERM (a scheduler's preemption, `kill`, Ctrl-\\), Lightning stops after the current batch; this
-    writes the newest state to `dirpath`/last.ckpt first, so `ckpt_path=last` resumes from there. During the
-    final test it writes nothing: last.ckpt already holds the fitted run, which a resumed run evaluates."""
+    writes the newest state to `dirpath`/last.ckpt first, so `ckpt_path=last` resumes from there. During
+    validation and the final test it writes nothing: last.ckpt already holds the end of the previous epoch (or the
+    fitted run), and Lightning would resume a checkpoint taken mid-validation without that epoch's validation (no
+    row, no step of the schedule)."""
 
     def __init__(self, dirpath: str) -> None:
         self.path = Path(dirpath) / "last.ckpt"
@@ -29,6 +31,12 @@ class CheckpointOnTerminate(L.Callback):
             rank_zero_info(
                 f"Terminated during the final test: {self.path} still holds the fitted run; resume with "
                 "ckpt_path=last to evaluate it"
+            )
+            return
+        if trainer.validating:  # Lightning resumes a checkpoint taken mid-validation without that validation
+            rank_zero_info(
+                f"Terminated during validation: {self.path} holds the end of the previous epoch, from which "
+                "ckpt_path=last resumes exactly (this epoch's training is done again)"
             )
             return
         trainer.save_checkpoint(self.path)

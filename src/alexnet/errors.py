@@ -3,6 +3,7 @@ in a few lines and a non-zero exit, not a traceback (HYDRA_FULL_ERROR=1 shows th
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import shutil
@@ -29,6 +30,11 @@ class CheckpointError(UserError):
 
 class DiskFullError(UserError, OSError):
     """No space left while writing a file; the previous version of the file, if any, is intact."""
+
+
+def disk_full(error: OSError) -> bool:
+    """Whether a failed write failed for want of space (a full disk, or the user's quota)."""
+    return error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def report(error: BaseException) -> int:

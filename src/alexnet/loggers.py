@@ -22,6 +22,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from alexnet.atomic import atomic_write_bytes
+from alexnet.errors import DiskFullError, disk_full
 
 
 class ContinuingWriter(ExperimentWriter):
@@ -31,6 +32,18 @@ class ContinuingWriter(ExperimentWriter):
         if self._fs.isfile(self.metrics_file_path):
             with self._fs.open(self.metrics_file_path, "r", newline="") as f:
                 self.metrics_keys = next(csv.reader(f), [])
+
+    def save(self) -> None:
+        try:
+            super().save()
+        except OSError as error:
+            if not disk_full(error):
+                raise
+            raise DiskFullError(
+                f"The disk is full: the metrics log {self.metrics_file_path} could not be written. The checkpoints "
+                "written so far are kept: free space, then resume with the same command plus ckpt_path=last (the "
+                "log's rows after the checkpoint are logged again)."
+            ) from error
 
     def keep_before(self, step: int) -> None:
         """Keep only the rows logged before `step`: a run resumed from a checkpoint taken at that step logs

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import subprocess
@@ -13,7 +12,7 @@ import torch
 
 from alexnet.atomic import atomic_write_json
 from alexnet.data.store import Store, file_digest
-from alexnet.errors import DiskFullError
+from alexnet.errors import DiskFullError, disk_full
 
 FILENAME = "results.json"
 ERRORS = ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop")  # the paper's numbers: 1 and 10 crops
@@ -29,7 +28,7 @@ def write_results(run_dir: str | Path, results: dict) -> Path:
     try:
         atomic_write_json(path, results)
     except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if not disk_full(error):
             raise
         raise DiskFullError(
             f"The disk is full: {path} could not be written; the previous one, if any, is intact. The numbers were "

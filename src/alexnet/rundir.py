@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 
 from alexnet.atomic import atomic_write_json
-from alexnet.errors import UserError
+from alexnet.errors import DiskFullError, UserError, disk_full
 
 LOCK = ".lock"
 RECORD = "run.json"
@@ -149,7 +149,15 @@ class Attempt:
 
     def save(self) -> None:
         self.record["attempts"][-1]["seconds"] = round(time.time() - self.started, 1)
-        atomic_write_json(self.directory / RECORD, self.record)
+        try:
+            atomic_write_json(self.directory / RECORD, self.record)
+        except OSError as error:
+            if not disk_full(error):
+                raise
+            raise DiskFullError(
+                f"The disk is full: the run's record {self.directory / RECORD} could not be written; the previous one "
+                "is intact. Free space, then resume with the same command plus ckpt_path=last."
+            ) from error
 
     def wall_time(self) -> float:
         """Seconds of every attempt of the run, this one up to now."""

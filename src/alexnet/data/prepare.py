@@ -50,7 +50,7 @@ from alexnet.data.store import (
     read_manifest,
     wrong_sizes,
 )
-from alexnet.errors import UserError
+from alexnet.errors import UserError, disk_full
 
 RESIZE = "shorter side to image_size (PIL bilinear, antialiased; JPEG draft decoding), central crop"
 
@@ -315,7 +315,7 @@ def prepare(
         try:
             return _prepare(layout, store_dir, settings, source, workers, strict, chunk_size, progress_bar)
         except OSError as error:
-            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            if not disk_full(error):
                 raise
             needed = max(_store_bytes(layout, settings) - _on_disk(store_dir), 0)
             raise StoreError(
