@@ -36,7 +36,8 @@ def test_a_rerun_sets_the_earlier_run_aside_whole_says_where_and_writes_its_own_
     aside = run / PREVIOUS / "1"
     assert json.loads((aside / "results.json").read_text()) == json.loads(json.dumps(first))
     assert sorted(p.name for p in aside.iterdir()) == ["checkpoints", "csv", "results.json", RECORD]
-    assert {p.name for p in (aside / "checkpoints").iterdir()} == {"last.ckpt", Path(first["checkpoint"]).name}
+    best = Path(first["best_on_val"]["checkpoint"]).name
+    assert {p.name for p in (aside / "checkpoints").iterdir()} == {"last.ckpt", best}
     assert not (run / "results.json").exists()  # never the earlier run's numbers for this one
     second = train(compose(*ONE_EPOCH, "trainer.max_epochs=2", "ckpt_path=last", data_dir=run_data_dir))
     assert "finished its" not in capsys.readouterr().out

@@ -276,3 +276,38 @@ def test_a_sweep_through_submitit_runs_its_jobs_in_parallel_each_in_its_own_run_
     (manifest,) = (tmp_path / "data" / "stores").glob("*/manifest.json")  # one store, shared by both jobs
     store = json.loads(manifest.read_text())
     assert store["splits"]["train"]["images"] == 35
+
+
+class ValidationErrors(L.Callback):
+    """Replaces each epoch's val/top1_err, as the best checkpoint reads it, by the given numbers: a run whose best
+    validation epoch is chosen by the test."""
+
+    def __init__(self, errors):
+        self.errors = list(errors)
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            trainer.callback_metrics["val/top1_err"] = torch.tensor(self.errors[trainer.current_epoch])
+
+
+def test_results_are_the_final_networks_and_the_best_validation_epochs_are_kept_beside_them_named(
+    compose, tmp_path, run_data_dir, narrow, monkeypatch
+):
+    add_callback(monkeypatch, ValidationErrors([0.25, 0.75]))  # epoch 0 is "best"; the run ends after epoch 1
+    results = train(compose(*FAST, "trainer.max_epochs=2", data_dir=run_data_dir))
+    run = tmp_path / "run"
+    assert results["epochs"] == 2 and results["checkpoint"] == str(run / "checkpoints" / "last.ckpt")
+    assert results["network"].startswith("the final network: the weights after epoch 1")
+    best = results["best_on_val"]
+    assert best["epoch"] == 0 and Path(best["checkpoint"]).name.startswith("best-epoch000")
+    assert "measured on: optimistic" in best["selected_on"]
+    # each number is that of its own network's evaluation, logged once under its own name
+    with (run / "csv" / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    for stage, errors in (("test", results), ("best_on_val", best)):
+        for key in ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop"):
+            (value,) = [row[f"{stage}/{key}"] for row in rows if row.get(f"{stage}/{key}")]
+            assert float(value) == pytest.approx(errors[key])
+    final_weights = read_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"]
+    best_weights = read_checkpoint(best["checkpoint"])["state_dict"]
+    assert not torch.equal(final_weights["net.fc8.weight"], best_weights["net.fc8.weight"])  # two networks

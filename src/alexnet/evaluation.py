@@ -40,18 +40,24 @@ class Ensemble(L.LightningModule):
         return torch.stack([member(images) for member in self.members]).mean(dim=0)
 
     test_step = AlexNetModule.test_step
+    test_stage = AlexNetModule.test_stage
 
 
-def evaluate(trainer: L.Trainer, module: L.LightningModule, datamodule: ImageNetDataModule, ckpt_path=None) -> dict:
-    """Top-1 and top-5 error on val with the centre crop and with 10 crops, by trainer.test: logged as test/...,
-    returned under results.json's names."""
+def evaluate(
+    trainer: L.Trainer, module: L.LightningModule, datamodule: ImageNetDataModule, ckpt_path=None, stage: str = "test"
+) -> dict:
+    """Top-1 and top-5 error on val with the centre crop and with 10 crops, by trainer.test, of `module` as it is
+    (ckpt_path None) or with the weights of ckpt_path: logged as `stage`/..., returned under results.json's names."""
     results = {}
     training_crops = datamodule.val_crops
-    for crops in (1, 10):
-        datamodule.val_crops = crops
-        metrics = trainer.test(module, datamodule, ckpt_path=ckpt_path, verbose=False)[0]
-        results.update({name: float(metrics[f"test/{name}"]) for name in ERRORS if f"test/{name}" in metrics})
-    datamodule.val_crops = training_crops
+    module.test_stage = stage
+    try:
+        for crops in (1, 10):
+            datamodule.val_crops = crops
+            metrics = trainer.test(module, datamodule, ckpt_path=ckpt_path, verbose=False)[0]
+            results.update({name: float(metrics[f"{stage}/{name}"]) for name in ERRORS if f"{stage}/{name}" in metrics})
+    finally:
+        datamodule.val_crops, module.test_stage = training_crops, "test"
     return results
 
 

@@ -72,10 +72,14 @@ class AlexNetModule(L.LightningModule):
         """Each epoch's validation: val/top1_err is the curve the schedule and the best checkpoint follow."""
         evaluation_step(self, batch, "val", self.val_top1, self.val_top5)
 
+    # What the final evaluation logs its numbers under: "test" for the final network; alexnet.evaluation.evaluate
+    # names another network's evaluation (the best validation epoch's) so that each name holds one network's number.
+    test_stage = "test"
+
     def test_step(self, batch, batch_idx: int) -> None:
         """The final evaluation (alexnet.evaluation.evaluate): test/top1_err, or test/top1_err_10crop with 10
         crops, the names results.json gives the same numbers."""
-        evaluation_step(self, batch, "test", self.test_top1, self.test_top5)
+        evaluation_step(self, batch, self.test_stage, self.test_top1, self.test_top5)
 
     def configure_optimizers(self):
         o = self.optim
@@ -116,7 +120,7 @@ def evaluation_step(module: L.LightningModule, batch, stage: str, top1: TopKErro
     """Softmax (averaged over the crops of each image), its loss and the top-1/top-5 error, logged per epoch
     under `stage`/..., with "_10crop" after the name when the batch has 10 crops per image."""
     images, labels = batch
-    suffix = "_10crop" if stage == "test" and images.ndim == 5 else ""
+    suffix = "_10crop" if stage != "val" and images.ndim == 5 else ""  # val/top1_err: the monitored name
     probs = module(images)
     loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels)
     top1.update(probs, labels)

@@ -63,8 +63,15 @@ def publish(run_dir: str | Path, results: dict) -> Path:
 
 
 def errors_line(results: dict) -> str:
-    """The four error rates as train.py and eval.py print them."""
-    return "  ".join(f"{key}={results[key]:.4f}" for key in ERRORS)
+    """The four error rates as train.py and eval.py print them (and the best validation epoch's, where kept)."""
+
+    def rates(errors: dict) -> str:
+        return "  ".join(f"{key}={errors[key]:.4f}" for key in ERRORS)
+
+    best = results.get("best_on_val")
+    if best is None or best["epoch"] == results["epochs"] - 1:
+        return rates(results)
+    return f"{rates(results)}\nbest on validation (epoch {best['epoch']}, chosen on these images): {rates(best)}"
 
 
 def read_results(path: str | Path) -> dict:
