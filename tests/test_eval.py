@@ -8,12 +8,19 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from alexnet.checkpoints import KEY, digest, read_checkpoint, with_digest
+from alexnet.config import plain
+from alexnet.data.datamodule import ImageNetDataModule
 from alexnet.errors import CheckpointError
 from alexnet.evaluation import evaluate_checkpoints
+from alexnet.model import AlexNet
+from alexnet.training import train
 from fast_run import FAST
 
 ROOT = Path(__file__).parents[1]
+NO_DATA = [o for o in FAST if not o.startswith(("data.", "model."))]  # data and network: the checkpoint's
 
 
 @pytest.fixture
@@ -71,3 +78,82 @@ def test_the_readmes_eval_command_works_on_a_cpu_machine_with_the_checkpoints_da
         f"data.store_dir={trained['store_dir']}" in done.stdout or "on the data of the checkpoint's run" in done.stdout
     )
     assert results["store_dir"] == trained["store_dir"]
+
+
+def saved_variant(source, target: Path, change) -> str:
+    """A copy of the checkpoint at `source`, changed by `change(checkpoint)`, saved as train.py saves (checksummed)."""
+    checkpoint = read_checkpoint(source)
+    change(checkpoint)
+    torch.save(with_digest(checkpoint), target)
+    return str(target)
+
+
+def test_a_store_of_other_classes_is_refused_naming_both_counts(compose, trained, run_data_dir):
+    other = compose(*FAST, "data.sample.classes=5", "model.num_classes=5", data_dir=run_data_dir, run="other").data
+    ImageNetDataModule(**plain(other)).prepare_data()  # eval.py never prepares a store: another run made this one
+    cfg = compose(*FAST, f"ckpt_path={trained['checkpoint']}", "data.sample.classes=5", data_dir=run_data_dir)
+    with pytest.raises(CheckpointError, match=r"has 6 classes, the store .*c5.* 5"):
+        evaluate_checkpoints(cfg)  # the nested data.sample.classes override is applied, not ignored
+
+
+def test_other_wnids_are_refused(compose, trained, tmp_path, run_data_dir):
+    def reverse(checkpoint):
+        checkpoint["ImageNetDataModule"]["store"]["wnids"].reverse()
+
+    path = saved_variant(trained["checkpoint"], tmp_path / "reversed.ckpt", reverse)
+    with pytest.raises(CheckpointError, match="trained on other classes \\(WNIDs\\)"):
+        evaluate_checkpoints(compose(*FAST, f"ckpt_path={path}", data_dir=run_data_dir))
+
+
+def test_a_checkpoint_without_data_settings_needs_the_data_named(compose, trained, tmp_path, run_data_dir):
+    def forget(checkpoint):
+        del checkpoint["datamodule_hyper_parameters"]
+
+    path = saved_variant(trained["checkpoint"], tmp_path / "old.ckpt", forget)
+    with pytest.raises(CheckpointError, match=r"old.ckpt holds no data settings .* data.root=\.\.\. data.store_dir"):
+        evaluate_checkpoints(compose(*NO_DATA, f"ckpt_path={path}", data_dir=run_data_dir))
+
+
+def test_an_ensemble_of_other_data_or_class_counts_is_refused(compose, trained, tmp_path, run_data_dir):
+    def other_store(checkpoint):
+        checkpoint["ImageNetDataModule"]["store"]["manifest_xxh3"] = "0" * 32
+
+    def five_classes(checkpoint):
+        checkpoint["hyper_parameters"]["model"]["num_classes"] = 5
+        for key in ("net.fc8.weight", "net.fc8.bias"):
+            checkpoint["state_dict"][key] = checkpoint["state_dict"][key][:5]
+
+    elsewhere = saved_variant(trained["checkpoint"], tmp_path / "elsewhere.ckpt", other_store)
+    with pytest.raises(CheckpointError, match=r"trained on different data .*elsewhere.ckpt: the store with manifest"):
+        evaluate_checkpoints(compose(*NO_DATA, f"ckpt_paths=[{trained['checkpoint']},{elsewhere}]"))
+    five = saved_variant(trained["checkpoint"], tmp_path / "five.ckpt", five_classes)
+    with pytest.raises(CheckpointError, match=r"five.ckpt has 5 classes, the store .* 6"):
+        evaluate_checkpoints(compose(*NO_DATA, f"ckpt_paths=[{trained['checkpoint']},{five}]"))
+
+
+def test_a_missing_store_is_named_and_never_made_again(compose, trained, tmp_path, run_data_dir):
+    cfg = compose(*FAST, f"ckpt_path={trained['checkpoint']}", f"data.store_dir={tmp_path / 'moved'}")
+    with pytest.raises(CheckpointError, match=rf"No store at data.store_dir={tmp_path / 'moved'}: .* never makes one"):
+        evaluate_checkpoints(cfg)
+    assert not (tmp_path / "moved").exists()
+
+
+def test_a_checkpoint_with_a_flipped_byte_is_refused_wherever_it_is_read(compose, trained, tmp_path, run_data_dir):
+    damaged = tmp_path / "damaged.ckpt"
+    data = bytearray(Path(trained["checkpoint"]).read_bytes())
+    data[len(data) // 2] ^= 0x10  # in the middle: fc6 and fc7's weights and momentum are most of the file
+    damaged.write_bytes(bytes(data))
+    for read in (
+        lambda: evaluate_checkpoints(compose(*FAST, f"ckpt_path={damaged}", data_dir=run_data_dir)),
+        lambda: AlexNet.from_checkpoint(damaged),
+        lambda: train(compose(*FAST, f"ckpt_path={damaged}", "trainer.max_epochs=2", data_dir=run_data_dir)),
+    ):
+        with pytest.raises(CheckpointError, match=rf"{damaged} is damaged: its tensors differ from the checksum"):
+            read()
+    assert read_checkpoint(trained["checkpoint"])[KEY] == digest(read_checkpoint(trained["checkpoint"]))
+
+
+def test_checkpoints_and_results_name_their_data_by_absolute_paths(trained):
+    data = read_checkpoint(trained["checkpoint"])["datamodule_hyper_parameters"]
+    assert Path(data["root"]).is_absolute() and Path(data["store_dir"]).is_absolute()
+    assert Path(trained["store_dir"]).is_absolute() and Path(trained["checkpoint"]).is_absolute()

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from alexnet.checkpoints import with_digest
 from alexnet.errors import DiskFullError, disk_full
 
 TEMPORARY = ".tmp"  # the suffix of atomic_file's temporaries: ".<name>.<random>.tmp" beside <name>
@@ -119,7 +120,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         try:
             with atomic_file(path) as f:
-                torch.save(checkpoint, f)
+                torch.save(with_digest(checkpoint), f)
         except OSError as error:
             if not disk_full(error):
                 raise

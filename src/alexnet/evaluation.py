@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import pickle
 import time
-from pathlib import Path
 
 import lightning as L
 import torch
@@ -14,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
+from alexnet.checkpoints import read_checkpoint
 from alexnet.checks import check
 from alexnet.config import plain
 from alexnet.data.datamodule import ImageNetDataModule
@@ -73,16 +72,6 @@ def given_overrides() -> dict[str, str]:
     return given
 
 
-def read_checkpoint(path: str | Path, mmap: bool = False) -> dict:
-    """A checkpoint as a dict; with mmap, its tensors are read from the file only when used."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
-        raise CheckpointError(
-            f"ckpt_path: cannot read {path} ({error}): give a checkpoint that train.py wrote."
-        ) from error
-
-
 def _contradictions(cfg: DictConfig, paths: list[str], checkpoints: list[dict], given: dict[str, str]) -> list[str]:
     """Explicit model.* and crop overrides that differ from what a checkpoint's network was trained as."""
     model = plain(cfg.model)
@@ -100,9 +89,71 @@ def _contradictions(cfg: DictConfig, paths: list[str], checkpoints: list[dict], 
     return found
 
 
+def _data_of(path: str, checkpoint: dict) -> str:
+    """What a checkpoint was trained on, in words that tell two datasets apart."""
+    store = checkpoint.get("ImageNetDataModule", {}).get("store")
+    data = checkpoint.get("datamodule_hyper_parameters", {})
+    if store is not None:
+        return f"the store with manifest checksum {store['manifest_xxh3']} ({data.get('store_dir')})"
+    return f"data.root={data.get('root')}, data.store_dir={data.get('store_dir')}"
+
+
+# data.* keys that choose the data itself; the default root and store_dir are derived from them (conf/data/).
+SOURCE_KEYS = {"root", "store_dir", "sample", "store_format", "image_size"}
+
+
+def evaluation_data(cfg: DictConfig, paths: list[str], checkpoints: list[dict], given: dict[str, str]) -> dict:
+    """The data settings to evaluate on: the checkpoints' run's, with every data.* key given on the command line
+    applied (data.sample.classes=20 replaces data.sample). Refused: checkpoints that hold no data settings, or
+    members of an ensemble trained on different data, unless the command says which data to use."""
+    named = any(key.startswith("data.") for key in given)
+    if not named:
+        unknown = [p for p, c in zip(paths, checkpoints, strict=True) if "datamodule_hyper_parameters" not in c]
+        if unknown:
+            raise CheckpointError(
+                f"{', '.join(unknown)} holds no data settings (written before checkpoints kept them): say what it "
+                "was trained on, e.g. data.root=... data.store_dir=... (experiment=smoke for the sample set)."
+            )
+        seen = {_data_of(p, c) for p, c in zip(paths, checkpoints, strict=True)}
+        if len(seen) > 1:
+            raise CheckpointError(
+                "ckpt_paths: the checkpoints were trained on different data ("
+                + "; ".join(f"{p}: {_data_of(p, c)}" for p, c in zip(paths, checkpoints, strict=True))
+                + "): give the data to evaluate on with data.store_dir=... (and data.root=...)."
+            )
+    data = {**checkpoints[0].get("datamodule_hyper_parameters", {})} or {**plain(cfg.data), "seed": cfg.seed}
+    configured = plain(cfg.data)
+    keys = {k.split(".")[1] for k in given if k.startswith("data.")}
+    if keys & SOURCE_KEYS:  # another source: its folders follow from the config, as train.py's would
+        keys |= {"root", "store_dir"}
+    data.update({key: configured[key] for key in keys})
+    return data
+
+
+def check_classes(paths: list[str], checkpoints: list[dict], store) -> None:
+    """Every network must have been trained on the store's classes: as many, and the same WNIDs where the
+    checkpoint names them. A network of other classes would score a meaningless number, or fail on a label."""
+    wnids = store.manifest.get("wnids")
+    found = []
+    for path, checkpoint in zip(paths, checkpoints, strict=True):
+        classes = checkpoint["hyper_parameters"]["model"]["num_classes"]
+        trained_wnids = (checkpoint.get("ImageNetDataModule", {}).get("store") or {}).get("wnids")
+        if classes != store.num_classes:
+            found.append(f"{path} has {classes} classes, the store {store.root} {store.num_classes}")
+        elif trained_wnids is not None and wnids is not None and trained_wnids != wnids:
+            found.append(f"{path} was trained on other classes (WNIDs) than those of the store {store.root}")
+    if found:
+        raise CheckpointError(
+            "eval.py scores a network on the classes it was trained on:\n  "
+            + "\n  ".join(found)
+            + "\nGive the data it was trained on (data.store_dir=...), or checkpoints trained on this store."
+        )
+
+
 def evaluate_checkpoints(cfg: DictConfig) -> dict:
     """eval.py: the networks the checkpoints were trained as, on the data their run used (the checkpoint's data
-    settings; data.* keys given on the command line override them), on the accelerator the machine has."""
+    settings; data.* keys given on the command line override them), on the accelerator the machine has. It reads
+    a prepared store and never makes one."""
     started = time.time()
     check(cfg)
     paths = [str(p) for p in cfg.ckpt_paths] or ([str(cfg.ckpt_path)] if cfg.ckpt_path else [])
@@ -117,11 +168,17 @@ def evaluate_checkpoints(cfg: DictConfig) -> dict:
             + "\n  ".join(contradictions)
             + "\nDrop them (the checkpoint's settings are used), or evaluate a checkpoint trained with them."
         )
+    data = evaluation_data(cfg, paths, checkpoints, given)
+    datamodule = ImageNetDataModule(**data)
+    if not datamodule.store_complete():
+        raise CheckpointError(
+            f"No store at data.store_dir={datamodule.store_dir}: eval.py reads a prepared store and never makes one. "
+            "Give data.store_dir=... of the run's store (moved?), or prepare it first with src/prepare.py."
+        )
+    datamodule.setup()
+    check_classes(paths, checkpoints, datamodule.store)
     members = [module_from_checkpoint(checkpoint, one_device=True) for checkpoint in checkpoints]
     module = members[0] if len(members) == 1 else Ensemble(members)
-    data = {**checkpoints[0].get("datamodule_hyper_parameters", {})} or {**plain(cfg.data), "seed": cfg.seed}
-    data.update({key: value for key, value in plain(cfg.data).items() if f"data.{key}" in given})
-    datamodule = ImageNetDataModule(**data)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     whose = "the checkpoint's run" if "datamodule_hyper_parameters" in checkpoints[0] else "this config"
     print(

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alexnet.checkpoints import read_checkpoint
 from alexnet.data.augment import eval_batch
 from alexnet.data.store import Store
 from alexnet.module import AlexNetModule, module_from_checkpoint
@@ -35,7 +36,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> TrainedRun:
         raise FileNotFoundError(f"The run {directory} has no checkpoint at {checkpoint}.")
     if "store_dir" not in results:
         raise KeyError(f"{directory / 'results.json'} does not say which store the run used (store_dir).")
-    module = module_from_checkpoint(torch.load(checkpoint, map_location="cpu", weights_only=False), one_device=True)
+    module = module_from_checkpoint(read_checkpoint(checkpoint), one_device=True)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return TrainedRun(directory, results, module.eval().to(device), Store.open(results["store_dir"]))
 

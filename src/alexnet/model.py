@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from alexnet import placement as placement_module
+from alexnet.checkpoints import read_checkpoint
 from alexnet.lrn import CONVENTIONS, LocalResponseNorm
 
 ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "tanh": nn.Tanh}
@@ -232,7 +233,7 @@ class AlexNet(nn.Module):
             net = AlexNet.from_checkpoint("logs/smoke/baseline/checkpoints/last.ckpt")
             probs = net(images).softmax(dim=1)      # images: (B, 3, 227, 227), mean image subtracted
         """
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+        checkpoint = read_checkpoint(path, map_location=map_location)
         net = cls(**{**trained_as(checkpoint["hyper_parameters"]["model"]), "placement": "grouped", "devices": None})
         net.load_state_dict(network_state(checkpoint["state_dict"]))
         return net.to(map_location).eval()

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alexnet.checkpoints import read_checkpoint
 from alexnet.errors import CheckpointError
-from alexnet.evaluation import read_checkpoint
 from alexnet.model import trained_as
 from alexnet.rundir import HPC_CHECKPOINTS
 

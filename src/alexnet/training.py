@@ -15,13 +15,14 @@ from omegaconf import DictConfig
 
 from alexnet.atomic import remove_temporaries
 from alexnet.callbacks import RecordAttempt
+from alexnet.checkpoints import read_checkpoint
 from alexnet.checks import check
 from alexnet.config import plain
 from alexnet.data.datamodule import ImageNetDataModule
 from alexnet.data.prepare import describe_source
 from alexnet.data.store import Store
 from alexnet.errors import ConfigError, UserError
-from alexnet.evaluation import evaluate, read_checkpoint
+from alexnet.evaluation import evaluate
 from alexnet.model import AlexNet
 from alexnet.module import MONITOR, AlexNetModule
 from alexnet.results import FILENAME, errors_line, publish, read_results, run_results

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from pathlib import Path
 
 import lightning as L
@@ -104,6 +105,8 @@ class ImageNetDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        # Absolute, so that a checkpoint names its data wherever eval.py or a resumed run is started from.
+        root, store_dir = os.path.abspath(root), os.path.abspath(store_dir)
         self.save_hyperparameters()  # in every checkpoint: eval.py reads the run's data settings from it
         if crop_size > image_size:
             raise ValueError(f"data.crop_size={crop_size} is larger than data.image_size={image_size}")
@@ -121,13 +124,16 @@ class ImageNetDataModule(L.LightningDataModule):
         self._store_identity: dict | None = None
         self._device_tensors: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
+    def store_complete(self) -> bool:
+        return (self.store_dir / "manifest.json").is_file()  # written last (alexnet.data.prepare)
+
     def check_source(self) -> None:
         """Fail within seconds, not after building a trainer, when there is neither a store nor a source."""
-        if self.sample is None and not (self.store_dir / "manifest.json").is_file() and not self.root.is_dir():
+        if self.sample is None and not self.store_complete() and not self.root.is_dir():
             discover(self.root)  # raises LayoutError saying where data.root should point
 
     def prepare_data(self) -> None:
-        if self.sample is not None:
+        if self.sample is not None and not self.store_complete():  # a complete store needs no source
             make_sample(self.root, self.sample)
         prepare(
             self.root,
@@ -151,6 +157,7 @@ class ImageNetDataModule(L.LightningDataModule):
             self._store_identity = {
                 "manifest_xxh3": file_digest(self.store.root / "manifest.json"),
                 "source": self.store.manifest["source"],
+                "wnids": self.store.manifest["wnids"],  # which classes, in which order: eval.py checks them
             }
         return self._store_identity
 
