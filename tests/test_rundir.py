@@ -124,3 +124,13 @@ def test_a_finished_run_resumed_with_ckpt_path_last_reads_only_its_own_results(
     again = train(compose(*ONE_EPOCH, "ckpt_path=last", data_dir=run_data_dir))
     assert "finished its" not in capsys.readouterr().out
     assert again["steps"] == torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+
+
+def test_the_best_checkpoint_holds_weights_only_and_resuming_from_it_is_refused(
+    compose, tmp_path, run_data_dir, narrow
+):
+    results = train(compose(*ONE_EPOCH, data_dir=run_data_dir))
+    best = results["best_on_val"]["checkpoint"]
+    assert "optimizer_states" not in torch.load(best, map_location="cpu", weights_only=False)
+    with pytest.raises(CheckpointError, match=r"holds the network's weights only .* resume from last.ckpt"):
+        train(compose(*FAST, "trainer.max_epochs=2", f"ckpt_path={best}", data_dir=run_data_dir))

@@ -31,6 +31,11 @@ def newest_checkpoint(directory: Path, checkpoint_dir: Path) -> Path | None:
 def read_hyperparameters(path: str | Path) -> dict:
     """What a checkpoint was trained with, without reading its weights into memory (a memory map)."""
     checkpoint = read_checkpoint(path, mmap=True)
+    if "optimizer_states" not in checkpoint:
+        raise CheckpointError(
+            f"ckpt_path: {path} holds the network's weights only (as the best checkpoint does), not the momentum and "
+            "schedule a run goes on from: resume from last.ckpt (ckpt_path=last), or evaluate it with eval.py."
+        )
     return {
         "model": trained_as(checkpoint["hyper_parameters"]["model"]),
         "optim": dict(checkpoint["hyper_parameters"]["optim"]),
