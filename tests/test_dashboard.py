@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from alexnet.dashboard import (
 )
 from alexnet.module import MONITOR
 from alexnet.report import PAPER_DELTA
-from alexnet.wandb_history import STEP, merge, segments
+from alexnet.wandb_history import STEP, merge, records, segments
 from fast_run import FAST
 
 ROOT = Path(__file__).parents[1]
@@ -63,6 +64,16 @@ def test_every_variant_named_in_the_paper_table_is_an_ablation_file():
     assert set(PAPER_DELTA) - {"centre crop only"} == set(ablation_keys())
 
 
+def wait_for_exit_records(folder: Path, timeout: float = 120) -> None:
+    """wandb's service may write a run's .wandb file after the process that logged it has ended (seen on a
+    loaded machine: the file grew after run.finish() returned); complete, it ends with the run's exit record."""
+    deadline = time.monotonic() + timeout
+    for path in folder.rglob("run-*.wandb"):
+        while not any(record.WhichOneof("record_type") == "exit" for record in records(path)):
+            assert time.monotonic() < deadline, f"{path} has no exit record"
+            time.sleep(1)
+
+
 def config_value(config: dict, key: str):
     node = config
     for part in key.split("."):
@@ -85,6 +96,7 @@ def test_the_dashboard_of_a_real_sweep_shows_only_what_its_runs_logged(tmp_path)
     command = [sys.executable, str(ROOT / "src" / "dashboard.py"), "--entity", "me", "--group", "smoke"]
     subprocess.run([*command, "--out", str(out)], env=env, check=True, timeout=300)
     spec = json.loads(out.read_text())
+    wait_for_exit_records(tmp_path / "logs")
     runs = [segments(folder.parent) for folder in sorted((tmp_path / "logs" / "smoke").rglob("wandb_id"))]
     assert len(runs) == 2
     for parts in runs:
