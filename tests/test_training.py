@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,43 @@ def test_fit_evaluates_and_writes_results(compose, tmp_path, run_data_dir, narro
     for key in ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop"):
         (value,) = [row[f"test/{key}"] for row in rows if row.get(f"test/{key}")]
         assert float(value) == pytest.approx(saved[key])
+
+
+def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in a folder's TensorBoard event files (TFRecords of Event protos), by tag: (step, value)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data, position = path.read_bytes(), 0
+        while position < len(data):
+            (length,) = struct.unpack_from("<Q", data, position)
+            event = Event.FromString(data[position + 12 : position + 12 + length])  # after length and its crc
+            position += 12 + length + 4  # the data's crc
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+@pytest.mark.slow
+def test_logger_tensorboard_writes_each_epochs_errors_as_event_files_beside_the_csv(
+    compose, tmp_path, run_data_dir, narrow
+):
+    fast = [o for o in FAST if o != "logger=csv"]
+    cfg = compose(*fast, *NO_CHECKPOINTS, "logger=tensorboard", "trainer.max_epochs=2", data_dir=run_data_dir)
+    results = train(cfg)
+    scalars = tensorboard_scalars(tmp_path / "run" / "tensorboard")
+    with (tmp_path / "run" / "csv" / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    val = [(int(row["step"]), float(row["val/top1_err"])) for row in rows if row["val/top1_err"]]
+    assert len(val) == 2  # each epoch's, at the step the CSV has it
+    assert [step for step, _ in scalars["val/top1_err"]] == [step for step, _ in val]
+    assert [value for _, value in scalars["val/top1_err"]] == pytest.approx([value for _, value in val])
+    for key in ("train/loss", "train/top5_err", "val/top5_err", "lr-PaperSGD/weights"):
+        assert key in scalars
+    for key in ("top1_err", "top1_err_10crop"):
+        assert [value for _, value in scalars[f"test/{key}"]] == pytest.approx([results[key]])
+    assert not (tmp_path / "run" / "wandb").exists()
 
 
 def test_training_reads_a_jpeg_store_decoding_each_batch_where_it_trains(compose, run_data_dir, narrow):
