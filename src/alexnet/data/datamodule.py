@@ -152,6 +152,8 @@ class ImageNetDataModule(L.LightningDataModule):
                 "manifest_xxh3": file_digest(self.store.root / "manifest.json"),
                 "source": self.store.manifest["source"],
             }
+            if "upgraded_from" in self.store.manifest:  # the same images and labels, under an earlier manifest
+                self._store_identity["earlier_manifest_xxh3"] = self.store.manifest["upgraded_from"]["manifest_xxh3"]
         return self._store_identity
 
     def state_dict(self) -> dict:
