@@ -1,8 +1,8 @@
 """The prepared store, written and read in one place.
 
     store_dir/
-      manifest.json        written last and atomically: a store without it is incomplete
-      manifest.xxh3        the manifest's own xxh3-128, written just before it: a changed manifest is caught
+      manifest.json        written last and atomically: a store without it is incomplete. It holds its own
+                           checksum (manifest_xxh3: the xxh3-128 of its canonical JSON without that field)
       progress.json        chunks already written (resuming), removed when complete
       train_images.npy     raw format (data.store_format=raw, the default): (N, S, S, 3) uint8, S =
       val_images.npy         data.image_size (256), the central SxS after the shorter side was scaled to S, RGB
@@ -18,7 +18,7 @@
 manifest.json records what the store was made from (`source`: data.root resolved, and a cheap fingerprint of it
 or the sample's spec) and every file's size and xxh3-128 checksum (`files`); the raw images are checked per
 slot against the digests file instead, so a changed byte is traced to its image. Opening a store checks the
-manifest against manifest.xxh3, what it says against itself (class count, file list, labels), every small file
+manifest against its own checksum, what it says against itself (class count, file list, labels), every small file
 by content and the image files by size; `python src/prepare.py data.store_dir=... verify=true`
 (alexnet.data.prepare.verify) reads every byte.
 
