@@ -311,10 +311,11 @@ def source_fingerprint(root: str | Path) -> dict:
     for split in ("train", "val"):
         if (root / split).is_dir():
             classes, loose = _class_folders(root / split, root, [])
+            # paths joined as strings: pathlib's relative_to would take more time than the stat
             for path in loose:
-                listed(str(path.relative_to(root)), path.stat().st_size)
+                listed(f"{split}/{path.name}", os.stat(path).st_size)
             for name, images in sorted(classes.items()):
                 listed(f"{split}/{name}", "class folder")  # an empty one too: it would be a class
                 for path in images:
-                    listed(str(path.relative_to(root)), path.stat().st_size)
+                    listed(f"{split}/{name}/{path.name}", os.stat(path).st_size)
     return {"fingerprint": digest.hexdigest()[:16], "entries": entries}
