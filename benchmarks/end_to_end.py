@@ -31,7 +31,15 @@ from torch.utils.data import DataLoader
 from alexnet.data.datamodule import ImageNetDataModule, decode_batch
 from alexnet.data.prepare import prepare
 from alexnet.data.sample import SampleSpec, make_sample
-from alexnet.data.store import Store, file_digest, image_digests_path, images_path, jpeg_index_path, labels_path
+from alexnet.data.store import (
+    Store,
+    file_digest,
+    image_digests_path,
+    images_path,
+    jpeg_index_path,
+    labels_path,
+    write_manifest,
+)
 from alexnet.module import AlexNetModule
 from alexnet.runtime import keep_freed_memory
 from lightning_overhead import OPTIM, SameBatch, StepTimes, timed_trainer
@@ -65,7 +73,7 @@ def build_store(work: Path, images: int, workers: int, store_format: str) -> Pat
         entry["size"] = (store / name).stat().st_size
         if "xxh3" in entry:
             entry["xxh3"] = file_digest(store / name)
-    (store / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(store, manifest)
     return store
 
 

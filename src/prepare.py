@@ -3,6 +3,8 @@
     python src/prepare.py experiment=full data.root=/datasets/ilsvrc2012 data.store_dir=/fast/imagenet_store
     python src/prepare.py                      # the sample dataset
     python src/prepare.py data.store_dir=/fast/imagenet_store verify=true     # check every byte; exit 1 if any differ
+    python src/prepare.py data.store_dir=/fast/imagenet_store data.root=/datasets/ilsvrc2012 upgrade=true
+                                               # a store of an earlier version, brought to this one in place
 
 Safe to rerun: a complete store is left alone, an interrupted one is finished.
 """
@@ -25,9 +27,12 @@ CONF = str(Path(__file__).resolve().parents[1] / "conf")
 @user_errors_reported
 def main(cfg: DictConfig) -> None:
     from alexnet.data.datamodule import ImageNetDataModule  # torch loads once the config has passed its checks
-    from alexnet.data.prepare import describe, verify
+    from alexnet.data.prepare import describe, upgrade, verify
 
     datamodule = ImageNetDataModule(**plain(cfg.data))
+    if cfg.upgrade:
+        print(upgrade(datamodule.store_dir, datamodule.root))
+        return
     if cfg.verify:
         problems = verify(datamodule.store_dir)
         for problem in problems:

@@ -362,34 +362,37 @@ def test_an_empty_class_archive_is_refused_and_stray_members_are_listed(sample_r
     assert len(layout.val) == 18
 
 
-def test_the_fingerprint_tells_datasets_apart_without_reading_images(sample_root, tmp_path):
+def test_the_fingerprint_tells_datasets_apart_by_their_listing_without_reading_images(sample_root, tmp_path):
     from alexnet.data.layout import source_fingerprint
 
     archives = official_archives(sample_root, tmp_path / "archives")
     assert source_fingerprint(sample_root) == source_fingerprint(sample_root)
-    # What is listed: train/ and its 6 class folders, the flat val/, the extracted devkit's 2 files.
-    assert source_fingerprint(sample_root)["entries"] == 10
-    assert source_fingerprint(official_archives(sample_root, tmp_path / "listed"))["entries"] == 3
+    # What is listed: 6 class folders and their 36 images, the 18 images of the flat val/, the devkit's 2 files.
+    assert source_fingerprint(sample_root)["entries"] == 62
+    # the train tar and its 6 class tars, the val tar and its 18 images, the devkit's .tar.gz
+    assert source_fingerprint(archives)["entries"] == 27
     assert source_fingerprint(sample_root)["fingerprint"] != source_fingerprint(archives)["fingerprint"]
     before = source_fingerprint(archives)
     val_tar = archives / "ILSVRC2012_img_val.tar"
-    times = os.stat(val_tar)
     with open(val_tar, "ab") as f:  # a different val archive of the same name
         f.write(b"\0" * 512)
     assert source_fingerprint(archives)["fingerprint"] != before["fingerprint"]
-    os.utime(val_tar, ns=(times.st_atime_ns, times.st_mtime_ns))  # and the same time: its size tells
-    assert source_fingerprint(archives)["fingerprint"] != before["fingerprint"]
     make_train(tmp_path / "folders")
     before = source_fingerprint(tmp_path / "folders")
+    os.utime(tmp_path / "folders" / "train" / "n02000002", ns=(0, 1))  # times are not the content
+    assert source_fingerprint(tmp_path / "folders") == before
     jpeg(tmp_path / "folders" / "train" / "n02000002" / "added.JPEG")  # one more image in one class
-    # The folder's time moves on; set here, since the kernel's clock may not have ticked since make_train.
-    os.utime(tmp_path / "folders" / "train" / "n02000002", ns=(0, 1))
     assert source_fingerprint(tmp_path / "folders")["fingerprint"] != before["fingerprint"]
     before = source_fingerprint(tmp_path / "folders")
     jpeg(tmp_path / "folders" / "train" / "n04000004" / "x.JPEG")  # a new class
     assert source_fingerprint(tmp_path / "folders")["fingerprint"] != before["fingerprint"]
     jpeg(tmp_path / "folders" / "val" / "n02000002" / "v0.JPEG")
     before = source_fingerprint(tmp_path / "folders")
-    jpeg(tmp_path / "folders" / "val" / "n02000002" / "v1.JPEG")  # one more validation image: its folder's time
-    os.utime(tmp_path / "folders" / "val" / "n02000002", ns=(0, 1))  # moves on (set, as above), so val/ is listed
+    jpeg(tmp_path / "folders" / "val" / "n02000002" / "v1.JPEG")  # one more validation image
     assert source_fingerprint(tmp_path / "folders")["fingerprint"] != before["fingerprint"]
+    before = source_fingerprint(tmp_path / "folders")
+    image = tmp_path / "folders" / "val" / "n02000002" / "v1.JPEG"
+    data = bytearray(image.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    image.write_bytes(bytes(data))  # other bytes of the same size: what the listing cannot see (docs/data.md)
+    assert source_fingerprint(tmp_path / "folders") == before

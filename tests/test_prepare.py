@@ -19,7 +19,7 @@ from alexnet.data import prepare as prepare_module
 from alexnet.data.layout import discover
 from alexnet.data.prepare import UnreadableImageError, _verify_images, describe, load_image, prepare, verify
 from alexnet.data.sample import SampleSpec, make_sample
-from alexnet.data.store import Store, StoreError
+from alexnet.data.store import Store, StoreError, write_manifest
 
 ROOT = Path(__file__).parents[1]
 
@@ -175,7 +175,7 @@ def test_store_of_another_version_is_refused(sample_store, tmp_path):
     copy.mkdir()
     manifest = json.loads((sample_store / "manifest.json").read_text())
     manifest["store_version"] = 0
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(copy, manifest)  # with its checksum, as a store of another version has
     with pytest.raises(StoreError, match="version 0"):
         Store.open(copy)
 
@@ -517,9 +517,9 @@ def test_verify_names_the_image_and_the_labels_file_whose_bytes_changed(sample_s
     flip_bit(store / "train_images.npy", header + 17 * 256 * 256 * 3 + 1000)  # a pixel of slot 17
     flip_bit(store / "val_labels.npy", len((store / "val_labels.npy").read_bytes()) - 2)  # the last label
     problems = verify(store, progress_bar=False)
-    assert len(problems) == 2, problems
-    assert problems[0].startswith("train_images.npy (slots 17-17, bytes ")
-    assert problems[1].startswith("val_labels.npy: the bytes differ")
+    assert len(problems) == 2, problems  # the small files first (opening checks them too), then the images
+    assert problems[0].startswith("val_labels.npy: the bytes differ")
+    assert problems[1].startswith("train_images.npy (slots 17-17, bytes ")
 
 
 @pytest.mark.parametrize("block", [64, 4])

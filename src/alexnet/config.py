@@ -131,6 +131,7 @@ class Config:
     ckpt_paths: list[str] = MISSING
     evaluate: bool = MISSING
     verify: bool = MISSING
+    upgrade: bool = MISSING
     tags: list[str] = MISSING
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)

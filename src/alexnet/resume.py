@@ -61,7 +61,8 @@ def disagreements(trained: dict, model: dict, optim: dict, data: dict, store: di
     if "seed" in trained["data"] and trained["data"]["seed"] != data["seed"]:
         found.append(f"seed: checkpoint {trained['data']['seed']}, this command {data['seed']}")
     theirs = trained["store"]
-    if theirs is not None and theirs["manifest_xxh3"] != store["manifest_xxh3"]:
+    same_store = (store["manifest_xxh3"], store.get("earlier_manifest_xxh3"))  # the latter: before an upgrade
+    if theirs is not None and theirs["manifest_xxh3"] not in same_store:
         found.append(
             f"data: checkpoint trained on the store made from {theirs['source']}, this command's store "
             f"{data['store_dir']} was made from {store['source']}"

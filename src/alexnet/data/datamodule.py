@@ -159,6 +159,8 @@ class ImageNetDataModule(L.LightningDataModule):
                 "source": self.store.manifest["source"],
                 "wnids": self.store.manifest["wnids"],  # which classes, in which order: eval.py checks them
             }
+            if "upgraded_from" in self.store.manifest:  # the same images and labels, under an earlier manifest
+                self._store_identity["earlier_manifest_xxh3"] = self.store.manifest["upgraded_from"]["manifest_xxh3"]
         return self._store_identity
 
     def state_dict(self) -> dict:

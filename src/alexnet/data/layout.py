@@ -280,20 +280,42 @@ def discover(root: str | Path) -> Layout:
 
 
 def source_fingerprint(root: str | Path) -> dict:
-    """What discover() reads under root, told apart cheaply, without reading an image: names, sizes and
-    modification times of the archives and devkit files, and of the train/ and val/ folders with each of their
-    sub-folders (a folder's time changes when a file in it is added, removed or renamed). One stat per class
-    folder, so a complete store can be compared with data.root every time it is opened."""
+    """What discover() reads under root, told apart without reading an image and without times or absolute
+    paths, so that a byte-identical copy elsewhere (cp -r, rsync without times, extracted afresh) has the same
+    fingerprint, and a touched folder keeps it:
+      - train/ and val/: each image's path relative to root and its size, class folder by class folder (what
+        discover() lists: one stat per image);
+      - the archives: each one's name and size, and the names and sizes of its members (the per-class tars of
+        the training archive, the images of the validation archive: their headers, not their contents);
+      - the devkit (its labels): the checksum of its files' bytes, a few MB.
+    It does not see an image rewritten with other bytes of the same size, nor one inside a per-class tar of the
+    training archive whose tar keeps its size (tar rounds members up to 512-byte blocks)."""
     root = Path(root)
-    paths = [root / name for name in (TRAIN_ARCHIVE, VAL_ARCHIVE, f"{DEVKIT_NAME}.tar.gz")]
-    paths += [root / DEVKIT_NAME / GROUND_TRUTH, root / DEVKIT_NAME / META]
+    digest, entries = hashlib.sha256(), 0
+
+    def listed(name: str, what: int | str) -> None:
+        nonlocal entries
+        digest.update(f"{name}\t{what}\n".encode())
+        entries += 1
+
+    for name in (TRAIN_ARCHIVE, VAL_ARCHIVE):
+        if (root / name).is_file():
+            listed(name, (root / name).stat().st_size)
+            with tarfile.open(root / name, "r:") as tar:  # headers only: tarfile seeks over each member's data
+                for member in tar:
+                    listed(f"{name}/{member.name}", member.size)
+    devkit = [root / f"{DEVKIT_NAME}.tar.gz", root / DEVKIT_NAME / GROUND_TRUTH, root / DEVKIT_NAME / META]
+    for path in devkit:
+        if path.is_file():
+            listed(str(path.relative_to(root)), hashlib.sha256(path.read_bytes()).hexdigest())
     for split in ("train", "val"):
         if (root / split).is_dir():
-            paths += [root / split, *sorted(p for p in (root / split).iterdir() if p.is_dir())]
-    listing = []
-    for path in paths:
-        if path.exists():
-            stat = path.stat()
-            size = "dir" if path.is_dir() else stat.st_size  # a folder's size depends on the file system
-            listing.append(f"{path.relative_to(root)}\t{size}\t{stat.st_mtime_ns}\n")
-    return {"fingerprint": hashlib.sha256("".join(listing).encode()).hexdigest()[:16], "entries": len(listing)}
+            classes, loose = _class_folders(root / split, root, [])
+            # paths joined as strings: pathlib's relative_to would take more time than the stat
+            for path in loose:
+                listed(f"{split}/{path.name}", os.stat(path).st_size)
+            for name, images in sorted(classes.items()):
+                listed(f"{split}/{name}", "class folder")  # an empty one too: it would be a class
+                for path in images:
+                    listed(f"{split}/{name}/{path.name}", os.stat(path).st_size)
+    return {"fingerprint": digest.hexdigest()[:16], "entries": entries}

@@ -19,6 +19,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,28 +28,38 @@ from PIL import Image
 
 from alexnet.atomic import atomic_write_bytes, atomic_write_json, exclusive, json_bytes
 from alexnet.data.augment import centre_offset
-from alexnet.data.layout import Layout, discover, open_item, source_fingerprint
+from alexnet.data.layout import Layout, LayoutError, discover, open_item, source_fingerprint
 from alexnet.data.store import (
+    DIFFERS,
     FORMATS,
     JPEG_QUALITY,
+    MANIFEST_CHECKSUM,
+    RESTORE,
     SPLITS,
     STORE_VERSION,
+    UPGRADABLE,
     JpegReader,
     StoreError,
     bytes_digest,
+    contradictions,
+    damaged_files,
     encode_jpeg_chunk,
     file_digest,
     image_digest,
     image_digests_path,
     images_path,
+    is_images,
     jpeg_chunk_index,
     jpeg_chunk_path,
     jpeg_index_path,
     labels_path,
+    load_json,
+    manifest_path,
     progress_path,
     read_jpegs,
     read_manifest,
-    wrong_sizes,
+    store_problems,
+    write_manifest,
 )
 from alexnet.errors import UserError, disk_full
 
@@ -270,14 +281,29 @@ def _existing(store_dir: Path, settings: dict, source: dict | None) -> dict | No
             f"data.store_dir={store_dir} holds a store made with other settings ({manifest['settings']}; wanted "
             f"{settings}). Delete it or choose another data.store_dir."
         )
-    if source is not None and _identity(source) != _identity(manifest["source"]):
-        raise StoreError(
-            f"data.store_dir={store_dir} holds a store made from {describe_source(manifest['source'])}, not from "
-            f"data.root={describe_source(source)}: another dataset, or the dataset changed since. Choose another "
-            f"data.store_dir (the default is one folder per source and settings), or delete {store_dir} to "
-            "prepare it again from the new source."
-        )
+    if source is not None:
+        _check_source(store_dir, manifest["source"], source)
     return manifest
+
+
+def _check_source(store_dir: Path, made_from: dict, source: dict) -> None:
+    """Refuses a store made from other images than data.root's; says so in one line when data.root is a copy
+    (another path, the same listing) of what the store was made from."""
+    if _identity(source) != _identity(made_from):
+        raise StoreError(
+            f"data.store_dir={store_dir} holds a store made from {describe_source(made_from)}, not from "
+            f"data.root={describe_source(source)}: another dataset, or an image or class was added, removed, renamed "
+            "or resized since. If the store is what you want to train on, train from it as it is with data.root "
+            "unset (a data.root that does not exist: the store is then not compared), and check its bytes with "
+            "verify=true. Otherwise prepare again: choose another data.store_dir (the default is one folder per "
+            f"source and settings), or delete {store_dir}."
+        )
+    if source["root"] != made_from["root"]:
+        print(
+            f"data.root={source['root']} lists the same images (names and sizes) as {made_from['root']}, which "
+            f"data.store_dir={store_dir} was made from: using the store as it is.",
+            file=sys.stderr,
+        )
 
 
 def prepare(
@@ -308,7 +334,7 @@ def prepare(
         ) from error
     if not os.access(store_dir, os.W_OK):
         raise StoreError(f"data.store_dir={store_dir} is not writable: point it at a writable folder.")
-    with exclusive(store_dir.with_name(f".{store_dir.name}.lock"), f"data.store_dir={store_dir}"):
+    with _store_lock(store_dir):
         manifest = _existing(store_dir, settings, source)
         if manifest is not None:
             return manifest
@@ -324,6 +350,69 @@ def prepare(
                 "data.store_dir at a larger one) and rerun the same command: preparation resumes from the chunks "
                 "already written."
             ) from error
+
+
+def _store_lock(store_dir: Path):
+    """The lock that preparing and upgrading a store hold: beside the folder, so that it is not one of its files."""
+    return exclusive(store_dir.with_name(f".{store_dir.name}.lock"), f"data.store_dir={store_dir}")
+
+
+def upgrade(store_dir: str | Path, root: str | Path | None = None) -> str:
+    """Brings a store written by an earlier version of this code to this version in place, decoding nothing, and
+    says in one line what it did. Its files are checked first (small ones by content, images by size); the source's
+    listing (this version's identity) is recorded from data.root, after checking that data.root holds the items,
+    with their labels and in their order, that the store's slots were assigned from; then the manifest is rewritten,
+    with its own checksum and the checksum of the manifest it replaces (a run trained on the store resumes on it).
+    Without data.root there, no listing is recorded: the store is then used where data.root is unset and refused
+    where it is set, until upgraded again with it."""
+    store_dir = Path(store_dir)
+    path = manifest_path(store_dir)
+    if not path.is_file():
+        raise StoreError(f"No complete store in data.store_dir={store_dir} (no manifest.json): nothing to upgrade.")
+    with _store_lock(store_dir):
+        manifest = load_json(path)
+        version = manifest.get("store_version") if isinstance(manifest, dict) else None
+        if not isinstance(manifest, dict) or version == STORE_VERSION or MANIFEST_CHECKSUM in manifest:
+            manifest = read_manifest(store_dir)  # checks it as any open does
+            if _identity(manifest["source"]) is not None:
+                return f"data.store_dir={store_dir} is a store of version {STORE_VERSION} already: nothing to do."
+        elif version not in UPGRADABLE:
+            raise StoreError(
+                f"The store in {store_dir} has version {version}, which cannot be upgraded to version {STORE_VERSION}: "
+                "prepare it again into an empty data.store_dir."
+            )
+        problems = contradictions(manifest) or store_problems(store_dir, manifest)
+        if problems:
+            raise StoreError(
+                f"The store in {store_dir} is damaged ({'; '.join(problems[:5])}), so it is not upgraded. {RESTORE}"
+            )
+        source, said = _upgraded_source(manifest["source"], root)
+        if version != STORE_VERSION:
+            earlier = {"store_version": version, "manifest_xxh3": file_digest(path)}
+            manifest = {**manifest, "store_version": STORE_VERSION, "upgraded_from": earlier}
+        write_manifest(store_dir, {**manifest, "source": source})
+    return f"data.store_dir={store_dir} upgraded to version {STORE_VERSION} (no image decoded): {said}"
+
+
+def _upgraded_source(made_from: dict, root: str | Path | None) -> tuple[dict, str]:
+    """The source as this version records it, and what was recorded, in words."""
+    if "sample" in made_from:
+        return made_from, "its source is a sample spec, which this version records as before."
+    root = Path(root if root is not None else made_from["root"])
+    if not root.is_dir():
+        return {**made_from, "fingerprint": None}, (
+            f"data.root={root} is not there, so its listing is not recorded: the store is used where data.root is "
+            "unset, and refused where it is set until upgraded again with it."
+        )
+    if _listing(discover(root)) != made_from["listing"]:
+        raise StoreError(
+            f"data.root={root} does not hold the images (names, labels, order) that the store was made from "
+            f"({made_from['root']}): not upgraded. Give the data.root it was made from, or none (the store is then "
+            "used where data.root is unset)."
+        )
+    return {**made_from, "root": str(root.resolve()), **source_fingerprint(root)}, (
+        f"the listing of data.root={root} (names and sizes) is recorded as its source."
+    )
 
 
 def _prepare(
@@ -362,6 +451,8 @@ def _prepare(
         labels = np.array([label for _, label in items], dtype=np.int16)
         skipped = sorted(progress["skipped"][split], key=lambda s: s["slot"])
         labels[[s["slot"] for s in skipped]] = -1
+        if split == "train":
+            _refuse_classes_without_images(layout, labels, skipped, store_dir)
         files.update(_save_npy(store_dir, labels_path(store_dir, split), labels))
         if settings.get("format") == "jpeg":
             chunks = range(0, len(items), chunk_size)
@@ -401,9 +492,31 @@ def _prepare(
         "mean_rgb": mean.reshape(-1, 3).mean(axis=0).tolist(),
         "files": dict(sorted(files.items())),
     }
-    atomic_write_json(store_dir / "manifest.json", manifest)
+    manifest = write_manifest(store_dir, manifest)
     progress_path(store_dir).unlink()
     return manifest
+
+
+def _refuse_classes_without_images(layout: Layout, labels: np.ndarray, skipped: list[dict], store_dir: Path) -> None:
+    """A training class whose every image is undecodable is refused, as an empty class folder is (discover): it
+    cannot be learned, and training on it would report its error as the network's."""
+    empty = np.flatnonzero(np.bincount(labels[labels >= 0], minlength=layout.num_classes) == 0)
+    if len(empty) == 0:
+        return
+    reasons = {s["path"].rsplit("/", 1)[0]: s["reason"] for s in skipped}
+    places = [_class_place(layout, c) for c in empty[:5]]
+    named = [f"{place} (e.g. {reasons.get(place, 'no readable image')})" for place in places]
+    raise LayoutError(
+        f"{len(empty)} training class(es) of {layout.root} hold no image that can be decoded: {'; '.join(named)}. "
+        "A class without training images cannot be learned: put readable images in it, or remove it; then delete "
+        f"the unfinished store in {store_dir} and prepare again."
+    )
+
+
+def _class_place(layout: Layout, label: int) -> str:
+    """Where a class's images lie under data.root: its folder, or its tar inside the training archive."""
+    path = next(path for path, c in layout.train if c == label)
+    return path.rsplit("/", 1)[0]
 
 
 def _save(store_dir: Path, path: Path, data: bytes) -> dict[str, dict]:
@@ -485,45 +598,61 @@ def describe(store_dir: str | Path, manifest: dict, limit: int = 20) -> str:
 
 def verify(store_dir: str | Path, progress_bar: bool = True) -> list[str]:
     """Every byte of a complete store against the checksums taken when it was written: one line per file, chunk
-    file or range of images that differs (none: the store is as prepared)."""
+    file or range of images that differs (none: the store is as prepared). A damaged manifest is a StoreError."""
     root = Path(store_dir)
     manifest = read_manifest(root)
-    damaged = wrong_sizes(root, manifest)
-    problems = [f"{name}: {what}" for name, what in damaged.items()]
-    entries = {name: entry for name, entry in manifest["files"].items() if name not in damaged}
-    with _progress(progress_bar, "verifying (bytes)", sum(e["size"] for e in entries.values())) as advance:
-        for name, entry in sorted(entries.items()):
-            if "xxh3" in entry:
+    with _progress(progress_bar, "verifying (bytes)", sum(e["size"] for e in manifest["files"].values())) as advance:
+        damaged = damaged_files(root, manifest, advance)
+        problems = [f"{name}: {what}" for name, what in damaged.items()]
+        for name, entry in sorted(manifest["files"].items()):
+            if name in damaged or not is_images(entry):
+                continue
+            if "xxh3" in entry:  # a JPEG chunk file
                 if file_digest(root / name) != entry["xxh3"]:
                     slots = f" (slots {entry['slots'][0]}-{entry['slots'][1] - 1})" if "slots" in entry else ""
-                    problems.append(f"{name}{slots}: the bytes differ from those prepared (checksum mismatch)")
-            elif entry["image_digests"] not in damaged:
+                    problems.append(f"{name}{slots}: {DIFFERS}")
+            elif entry["image_digests"] in damaged:  # reported above, once: its images are not compared with it
+                problems.append(
+                    f"{name}: not checked image by image, since its digests file {entry['image_digests']} is damaged; "
+                    "its size is as prepared"
+                )
+            else:
                 problems.extend(_verify_images(root, name, root / entry["image_digests"]))
             advance(entry["size"])
     return problems
 
 
 def _verify_images(root: Path, name: str, digests_file: Path, block: int = 64) -> list[str]:
-    """The slot ranges of a raw images file whose bytes no longer match the digests taken as they were written."""
+    """The slot ranges of a raw images file whose bytes no longer match the digests taken as they were written.
+    Read with plain reads into one buffer, not through a memory map: the pages of a mapped file count as the
+    process's resident memory until the kernel needs them back (10.7 GB for a 20 GB store)."""
+    path = root / name
     try:
-        images, expected = np.load(root / name, mmap_mode="r"), np.load(digests_file)
+        mapped, expected = np.load(path, mmap_mode="r"), np.load(digests_file)
     except ValueError as error:
         return [f"{name}: not a readable .npy any more ({error})"]
-    bad = [
-        slot
-        for start in range(0, len(images), block)
-        for slot, pixels in enumerate(np.asarray(images[start : start + block]), start)
-        if image_digest(pixels) != expected[slot]
-    ]
+    count, shape, header = len(mapped), mapped.shape[1:], mapped.offset  # only the header was read
+    del mapped
+    per_slot = int(np.prod(shape))
+    buffer = bytearray(block * per_slot)
+    bad = []
+    with open(path, "rb", buffering=0) as f:
+        f.seek(header)
+        for start in range(0, count, block):
+            n = min(block, count - start)
+            view = memoryview(buffer)[: n * per_slot]
+            if f.readinto(view) != len(view):
+                return [f"{name}: shorter than its {count} slots"]
+            images = np.frombuffer(view, np.uint8).reshape(n, *shape)
+            bad.extend(slot for slot, pixels in enumerate(images, start) if image_digest(pixels) != expected[slot])
     ranges = []
     for slot in bad:
         if ranges and ranges[-1][1] == slot - 1:
             ranges[-1][1] = slot
         else:
             ranges.append([slot, slot])
-    per_slot = images[0].nbytes
     return [
-        f"{name} (slots {a}-{b}, bytes {images.offset + a * per_slot:,}-{images.offset + (b + 1) * per_slot - 1:,}): "
+        f"{name} (slots {a}-{b}, bytes {header + a * per_slot:,}-{header + (b + 1) * per_slot - 1:,}): "
         "the images differ from those prepared (checksum mismatch)"
         for a, b in ranges
     ]
