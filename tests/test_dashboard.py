@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,8 +22,9 @@ from alexnet.dashboard import (
 )
 from alexnet.module import MONITOR
 from alexnet.report import PAPER_DELTA
-from alexnet.wandb_history import STEP, merge, records, segments
+from alexnet.wandb_history import STEP, merge, segments
 from fast_run import FAST
+from wandb_files import wait_for_exit_records
 
 ROOT = Path(__file__).parents[1]
 RUN_FIELDS = {"group": "run_group", "jobType": "job_type", "displayName": "display_name"}  # wandb's RunRecord
@@ -62,16 +62,6 @@ def test_the_view_and_the_report_show_the_logged_names_grouped_by_job_type(spec)
 
 def test_every_variant_named_in_the_paper_table_is_an_ablation_file():
     assert set(PAPER_DELTA) - {"centre crop only"} == set(ablation_keys())
-
-
-def wait_for_exit_records(folder: Path, timeout: float = 120) -> None:
-    """wandb's service may write a run's .wandb file after the process that logged it has ended (seen on a
-    loaded machine: the file grew after run.finish() returned); complete, it ends with the run's exit record."""
-    deadline = time.monotonic() + timeout
-    for path in folder.rglob("run-*.wandb"):
-        while not any(record.WhichOneof("record_type") == "exit" for record in records(path)):
-            assert time.monotonic() < deadline, f"{path} has no exit record"
-            time.sleep(1)
 
 
 def config_value(config: dict, key: str):

@@ -12,6 +12,7 @@ from alexnet.loggers import ContinuingWriter
 from alexnet.training import train
 from alexnet.wandb_history import merge, read_segment, segments, write_run
 from fast_run import FAST
+from wandb_files import wait_for_exit_records
 
 # Augmentation and dropout stay on (the smoke recipe's); no evaluation after fitting, as a killed run has none.
 # Both loggers: the CSV and wandb (offline in tests).
@@ -51,6 +52,7 @@ def test_a_run_stopped_and_resumed_twice_equals_one_that_never_stopped(compose, 
     for key, value in weights(tmp_path / "straight").items():
         assert torch.equal(weights(tmp_path / "resumed")[key], value), key
     # wandb: three processes, three folders of one run; joined, the history of the run that never stopped.
+    wait_for_exit_records(tmp_path)
     parts = segments(tmp_path / "resumed")
     run_id = (tmp_path / "resumed" / "wandb_id").read_text().strip()
     assert len(list((tmp_path / "resumed" / "wandb").glob("offline-run-*"))) == 3

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from alexnet.wandb_history import STEP, Segment, merge, read_segment, segments, write_run
+from wandb_files import wait_for_exit_records
 
 ROOT = Path(__file__).parents[1]
 
@@ -22,6 +23,7 @@ def log_offline(run_dir: Path, rows: list[dict], run_id: str = "abc", **init) ->
     for row in rows:
         run.log(row)
     run.finish()
+    wait_for_exit_records(Path(run.dir).parent)
     return Path(run.dir).parent / f"run-{run_id}.wandb"
 
 
