@@ -177,8 +177,8 @@ def start_attempt(cfg: DictConfig, directory: Path, record: dict | None, checkpo
 
 
 def train(cfg: DictConfig) -> dict:
-    """Fit, then test the best checkpoint with 1 and 10 crops, then write results.json (with evaluate=true).
-    The main process holds the run directory for the whole run."""
+    """Fit, then test the final network (and the best validation epoch's) with 1 and 10 crops, then write
+    results.json (with evaluate=true). The main process holds the run directory for the whole run."""
     check(cfg)
     directory = Path(cfg.paths.output_dir)
     if rank_zero_only.rank != 0:  # the other processes of a data-parallel run: the main one keeps the directory
