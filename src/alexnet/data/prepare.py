@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import shutil
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -153,23 +154,53 @@ def _process_chunk(task: tuple) -> tuple[str, int, int, list[dict], dict | None]
     return split, chunk, len(items), skipped, None
 
 
-def _read_train(store_dir: Path, settings: dict, slots: np.ndarray) -> np.ndarray:
-    """Training images at `slots` (readable ones) of a store being finished: there is no manifest yet."""
-    if settings.get("format") != "jpeg":
-        return np.load(images_path(store_dir, "train"), mmap_mode="r")[slots]
-    if len(slots) == 0:
-        return np.zeros((0, settings["image_size"], settings["image_size"], 3), np.uint8)
-    return read_jpegs(JpegReader(store_dir, "train"), slots)
+STATS_BLOCK = 1 << 18  # pixels per float64 block of the statistics (6 MB), whatever the image or chunk size
+
+
+def _train_reader(store_dir: Path, settings: dict):
+    """read(slots) -> uint8 images of the training split of a store being finished (there is no manifest yet),
+    for sorted slots. A raw store is read with positioned reads, not through a memory map, so that the pages read
+    do not stay in the reading process's resident set."""
+    if settings.get("format") == "jpeg":
+        reader = JpegReader(store_dir, "train")
+        return lambda slots: read_jpegs(reader, slots)
+    path = images_path(store_dir, "train")
+    images = np.load(path, mmap_mode="r")
+    header, shape = images.offset, images.shape[1:]
+    per_image = int(np.prod(shape))
+    del images
+
+    def read(slots: np.ndarray) -> np.ndarray:
+        first, last = int(slots[0]), int(slots[-1]) + 1
+        with open(path, "rb") as f:
+            data = os.pread(f.fileno(), (last - first) * per_image, header + first * per_image)
+        return np.frombuffer(data, np.uint8).reshape(last - first, *shape)[slots - first]
+
+    return read
 
 
 def _stats_chunk(task: tuple) -> tuple[int, int, tuple]:
-    """Sums over one range of training images: of images (for the mean image), of RGB pixels in [0, 1]
-    and of their outer products (for the covariance)."""
+    """Sums over one range of training images, as exact integers: of images (for the mean image), of RGB
+    values 0-255 and of their products (for the covariance). The images are read a few at a time and their pixels
+    summed in float64 blocks of STATS_BLOCK pixels, whose sums are integers below 2**53 and so exact: a worker
+    holds a few images and one block, never a float64 copy of the chunk, and the sums do not depend on how the
+    images are cut into chunks or blocks, nor on the order in which they are added."""
     store_dir, settings, start, keep = task
-    batch = _read_train(Path(store_dir), settings, np.arange(start, start + len(keep))[keep])
-    pixels = batch.reshape(-1, 3).astype(np.float64) / 255.0
-    sums = (batch.sum(axis=0, dtype=np.float64), pixels.sum(axis=0), pixels.T @ pixels, len(pixels))
-    return start, len(keep), sums
+    size = settings["image_size"]
+    slots = np.arange(start, start + len(keep))[keep]
+    image_sum = np.zeros((size, size, 3), np.int64)
+    pixel_sum, outer_sum = np.zeros(3, np.int64), np.zeros((3, 3), np.int64)
+    read = _train_reader(Path(store_dir), settings) if len(slots) else None
+    per_read = max(1, STATS_BLOCK // (size * size))
+    for first in range(0, len(slots), per_read):
+        batch = read(slots[first : first + per_read])
+        image_sum += batch.sum(axis=0, dtype=np.int64)
+        pixels = batch.reshape(-1, 3)
+        for row in range(0, len(pixels), STATS_BLOCK):
+            block = pixels[row : row + STATS_BLOCK].astype(np.float64)
+            pixel_sum += block.sum(axis=0).astype(np.int64)
+            outer_sum += (block.T @ block).astype(np.int64)
+    return start, len(keep), (image_sum, pixel_sum, outer_sum, len(slots) * size * size)
 
 
 def _pool_map(function, tasks: list, workers: int) -> Iterator:
@@ -420,24 +451,34 @@ def _save_npy(store_dir: Path, path: Path, array: np.ndarray) -> dict[str, dict]
 
 def _statistics(store_dir: Path, settings: dict, workers: int, progress_bar: bool, chunk_size: int = 256):
     """Mean image (0-255) and the RGB covariance's eigen-decomposition (pixels in [0, 1]), largest first.
-    Summed over fixed chunks in a fixed order, so the bytes do not depend on workers or preparation chunks."""
+    Exact integer sums, so the bytes do not depend on workers, chunks or the order in which chunks finish."""
     labels = np.load(labels_path(store_dir, "train"))
     tasks = [
         (str(store_dir), settings, start, labels[start : start + chunk_size] >= 0)
         for start in range(0, len(labels), chunk_size)
     ]
-    parts = {}
+    # Exact integers, added as each chunk comes back (in any order: the sum is the same): the main process holds
+    # one mean image's sums, not every chunk's. The products' sums can pass int64's range: Python integers.
+    image_sum = np.zeros((settings["image_size"], settings["image_size"], 3), np.int64)
+    pixel_sum, outer_sum, count = [0] * 3, [[0] * 3 for _ in range(3)], 0
     with _progress(progress_bar, "mean and PCA", len(labels)) as advance:
-        for start, slots, sums in _pool_map(_stats_chunk, tasks, workers):
-            parts[start] = sums
+        for _, slots, (images, pixels, outer, n) in _pool_map(_stats_chunk, tasks, workers):
+            image_sum += images
+            pixel_sum = [a + int(b) for a, b in zip(pixel_sum, pixels, strict=True)]
+            outer_sum = [
+                [a + int(b) for a, b in zip(row, new, strict=True)] for row, new in zip(outer_sum, outer, strict=True)
+            ]
+            count += n
             advance(slots)
-    image_sum, pixel_sum, outer_sum, count = 0.0, 0.0, 0.0, 0
-    for start in sorted(parts):  # a fixed order, so the sums do not depend on which worker finished first
-        images, pixels, outer, n = parts[start]
-        image_sum, pixel_sum, outer_sum, count = image_sum + images, pixel_sum + pixels, outer_sum + outer, count + n
     num_images = int((labels >= 0).sum())
-    mean_pixel = pixel_sum / count
-    covariance = (outer_sum - count * np.outer(mean_pixel, mean_pixel)) / (count - 1)
+    # The covariance of pixels in [0, 1], (n Q - S S^T) / (n (n - 1) 255^2), computed exactly and rounded once.
+    scale = max(count * (count - 1) * 255 * 255, 1)
+    covariance = np.array(
+        [
+            [float(Fraction(count * outer_sum[i][j] - pixel_sum[i] * pixel_sum[j], scale)) for j in range(3)]
+            for i in range(3)
+        ]
+    )
     eigval, eigvec = np.linalg.eigh(covariance)
     order = np.argsort(eigval)[::-1]
     eigval, eigvec = eigval[order], eigvec[:, order]
