@@ -1,12 +1,12 @@
 """Preparation, once: decode, scale the shorter side to 256, take the central 256x256 (Section 2), write
 the store; then the training set's mean image and RGB PCA; then the manifest.
 
-Work is cut into chunks of consecutive images. A chunk is recorded as done in progress.json only after its
-pixels are flushed to disk, so a run killed anywhere resumes by redoing the chunks not recorded, and the
-result is byte-for-byte what an uninterrupted run writes (each slot's bytes depend only on its file;
-statistics are summed in a fixed order at the end). manifest.json is written last: it is what marks a
-store complete. Checksums are taken as the bytes are written (in the worker that writes them), never in a
-second pass over the store.
+Work is cut into chunks of consecutive images. A chunk is recorded as done, one line appended to progress.jsonl
+(progress.json holds what the unfinished store is of), only after its pixels are flushed to disk, so a run killed
+anywhere resumes by redoing the chunks not recorded, and the result is byte-for-byte what an uninterrupted run
+writes (each slot's bytes depend only on its file; the statistics are exact integer sums, made at the end).
+manifest.json is written last: it is what marks a store complete. Checksums are taken as the bytes are written
+(in the worker that writes them), never in a second pass over the store.
 """
 
 from __future__ import annotations
@@ -245,11 +245,70 @@ def _check_space(store_dir: Path, layout: Layout, settings: dict) -> None:
         )
 
 
+HEADER = ("listing", "source", "settings")  # progress.json: what the unfinished store is of, written once
+
+
+def progress_log_path(store_dir: Path) -> Path:
+    """One line per chunk written, appended as each is done: its split, number, skipped files and checksum."""
+    return store_dir / "progress.jsonl"
+
+
+def _record_chunk(store_dir: Path, record: dict) -> None:
+    """Appends a chunk's line to the log and syncs it: a chunk is done once its line is on disk. The cost does not
+    grow with the chunks already done (rewriting one file of them all would: quadratic over a store)."""
+    path = progress_log_path(store_dir)
+    line = memoryview((json.dumps(record, separators=(",", ":")) + "\n").encode())
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask applies, as to any new file
+        try:
+            while line:  # a full disk can cut a write short: the next write then says so
+                line = line[os.write(fd, line) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as error:
+        if error.filename is None:  # os.write and os.fsync name no file
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
+
+
+def _read_progress(store_dir: Path, repair: bool = False) -> dict:
+    """progress.json's header with the chunks done: those the log lists, in the order they were done. A last line
+    that a kill cut short (and whatever follows a line that does not parse) is no record: its chunk is done again,
+    and with `repair` the log is cut back to its last whole line, so that the next record starts a line of its own."""
+    progress = json.loads(progress_path(store_dir).read_text())
+    progress.setdefault("done", {split: [] for split in SPLITS})  # an unfinished store of an older version held
+    progress.setdefault("skipped", {split: [] for split in SPLITS})  # them in progress.json itself
+    progress.setdefault("chunks", {split: {} for split in SPLITS})
+    log = progress_log_path(store_dir)
+    data = log.read_bytes() if log.is_file() else b""
+    whole, done = 0, {split: set(progress["done"][split]) for split in SPLITS}
+    for line in data.splitlines(keepends=True):
+        try:
+            record = json.loads(line) if line.endswith(b"\n") else None
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            break
+        whole += len(line)
+        split, chunk = record["split"], record["chunk"]
+        if chunk in done[split]:
+            continue
+        done[split].add(chunk)
+        progress["done"][split].append(chunk)
+        progress["skipped"][split].extend(record["skipped"])
+        if record.get("checksum") is not None:
+            progress["chunks"][split][str(chunk)] = record["checksum"]
+    if repair and whole < len(data):
+        os.truncate(log, whole)
+    return progress
+
+
 def _open_progress(store_dir: Path, layout: Layout, settings: dict, source: dict) -> dict:
     progress_file = progress_path(store_dir)
     listing = _listing(layout)
     if progress_file.is_file():
-        progress = json.loads(progress_file.read_text())
+        progress = _read_progress(store_dir, repair=True)
         same_source = "source" in progress and _identity(progress["source"]) == _identity(source)
         if same_source and progress.get("listing") == listing and progress["settings"] == settings:
             return progress
@@ -278,7 +337,7 @@ def _open_progress(store_dir: Path, layout: Layout, settings: dict, source: dict
                 size, count = settings["image_size"], len(getattr(layout, split))
                 _allocate(images_path(store_dir, split), (count, size, size, 3))
                 _allocate(image_digests_path(store_dir, split), (count,), np.uint64)
-        atomic_write_json(progress_file, progress)
+        atomic_write_json(progress_file, {key: progress[key] for key in HEADER})  # the chunks go to the log
     except BaseException:  # a full disk, an interrupt: leave the folder empty, so that a rerun starts afresh
         for path in sorted(store_dir.rglob("*"), reverse=True):
             path.rmdir() if path.is_dir() else path.unlink()
@@ -372,19 +431,19 @@ def _prepare(
 
     tasks = []
     for split in SPLITS:
-        items = getattr(layout, split)
+        items, done = getattr(layout, split), set(progress["done"][split])
         for chunk, start in enumerate(range(0, len(items), chunk_size)):
-            if chunk not in progress["done"][split]:
+            if chunk not in done:
                 batch = [(path, layout.members.get(path)) for path, _ in items[start : start + chunk_size]]
                 tasks.append((str(layout.root), str(store_dir), split, chunk, start, batch, settings, strict))
     total = sum(len(task[5]) for task in tasks)
     with _progress(progress_bar, "preparing", total) as advance:
         for split, chunk, count, skipped, checksum in _pool_map(_process_chunk, tasks, workers):
+            _record_chunk(store_dir, {"split": split, "chunk": chunk, "skipped": skipped, "checksum": checksum})
             progress["done"][split].append(chunk)
             progress["skipped"][split].extend(skipped)
             if checksum is not None:
                 progress["chunks"][split][str(chunk)] = checksum
-            atomic_write_json(progress_path(store_dir), progress)
             advance(count)
 
     splits, files = {}, {}
@@ -433,6 +492,7 @@ def _prepare(
         "files": dict(sorted(files.items())),
     }
     atomic_write_json(store_dir / "manifest.json", manifest)
+    progress_log_path(store_dir).unlink(missing_ok=True)
     progress_path(store_dir).unlink()
     return manifest
 
