@@ -582,10 +582,8 @@ def report(args, scales: list[dict], memory: dict | None, book: dict | None, src
             print(f"| {done:,} | {cost['progress_kb']:,.0f} KB | {cost['before_ms']:.2f} | {cost['after_ms']:.2f} |")
         first, last = points[min(points)], points[max(points)]
         n = book["chunks"]
-        print(
-            f"whole store ({n:,} chunks, cost linear in N): before ~{n * (first['before_ms'] + last['before_ms']) / 2e3:.0f}"
-            f" s, after ~{n * (first['after_ms'] + last['after_ms']) / 2e3:.1f} s"
-        )
+        before, after = (n * (first[key] + last[key]) / 2e3 for key in ("before_ms", "after_ms"))
+        print(f"whole store ({n:,} chunks, cost linear in N): before ~{before:.0f} s, after ~{after:.1f} s")
 
 
 def main() -> None:
