@@ -603,6 +603,9 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=None, help="default: a temporary folder under /tmp")
     parser.add_argument("--json", type=Path, default=None, help="also write every measurement here")
     args = parser.parse_args()
+    sys.path.insert(
+        0, str(ROOT / "src")
+    )  # this tree's package, as its children and train.py get (not an installed one)
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="alexnet-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     srcs = {"after": ROOT / "src"}
