@@ -59,3 +59,16 @@ def test_loader_benchmark_compares_against_torchvision_and_reports_sizes(sample_
     args = ["--root", str(sample_root), "--store", str(tmp_path / "store"), "--limit", "16", "--rounds", "1"]
     out = run_benchmark("loader.py", *args, "--batch-size", "8", cwd=tmp_path)
     assert "(b) / (a) =" in out and "| (c) JPEG store" in out and "bytes per image: raw 196,608" in out
+
+
+@pytest.mark.slow
+def test_scale_benchmark_builds_the_official_files_and_reports_every_cost(tmp_path):
+    """10 classes and 0.02% of ILSVRC's files (256 training, 10 validation), train.py started on the store."""
+    args = ["--classes", "10", "--scales", "0.0002", "--memory-images", "16", "--book-chunks", "30"]
+    out = run_benchmark("scale.py", *args, "--work-dir", str(tmp_path / "work"), cwd=tmp_path)
+    assert "| 0.0002 (266 files) |" in out
+    for row in ("preparation, images/s", "worker peak private, statistics", "bookkeeping per chunk, last 10%"):
+        assert f"| {row}" in out or f"|   {row}" in out, row
+    for row in ("manifest.json, KB", "Store.open, ms", "verify peak RSS, MiB", "train.py start to first training step"):
+        assert f"| {row}" in out, row
+    assert "| worker private, statistics, MiB |" in out and "before: rewrite progress.json" in out

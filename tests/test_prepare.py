@@ -214,9 +214,26 @@ def test_interrupted_preparation_resumes_to_an_identical_store(sample_root, samp
     assert not (store / "manifest.json").exists(), "an interrupted store never claims to be complete"
     with pytest.raises(StoreError, match="no manifest.json"):
         Store.open(store)
-    progress = json.loads((store / "progress.json").read_text())
+    progress = prepare_module._read_progress(store)
     assert sum(len(done) for done in progress["done"].values()) == 3
+    assert len((store / "progress.jsonl").read_bytes().splitlines()) == 3  # a line per chunk, nothing rewritten
     prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False)
+    assert files_of(store) == files_of(sample_store)
+
+
+def test_a_log_line_that_a_kill_cut_short_is_no_record_and_its_chunk_is_done_again(
+    sample_root, sample_store, tmp_path, monkeypatch
+):
+    store = tmp_path / "store"
+    prepare_killed_after(3, monkeypatch, sample_root, store)
+    log = store / "progress.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join(lines[:2]) + lines[2][:-9])  # the third line was being written when the kill came
+    assert prepare_module._read_progress(store)["done"] == {"train": [0, 1], "val": []}
+    real, redone = prepare_module._process_chunk, []
+    monkeypatch.setattr(prepare_module, "_process_chunk", lambda task: redone.append(task[2:4]) or real(task))
+    prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False)
+    assert redone[0] == ("train", 2) and ("train", 1) not in redone
     assert files_of(store) == files_of(sample_store)
 
 
@@ -225,7 +242,7 @@ def test_preparation_killed_before_its_first_chunk_resumes_to_an_identical_store
 ):
     store = tmp_path / "store"
     prepare_killed_after(0, monkeypatch, sample_root, store)
-    assert json.loads((store / "progress.json").read_text())["done"] == {"train": [], "val": []}
+    assert prepare_module._read_progress(store)["done"] == {"train": [], "val": []}
     images = store / "train_images.npy"  # allocated whole at the start, header and pixels
     header = np.lib.format.open_memmap(images, mode="r").offset
     assert images.stat().st_size == header + 36 * 256 * 256 * 3
@@ -376,10 +393,11 @@ def test_a_disk_that_fills_mid_preparation_names_the_file_and_the_space_then_res
 ):
     store = tmp_path / "store"
     with monkeypatch.context() as patch:
-        disk_full_at(patch, "progress.json", after=3)  # the raw images are reserved up front: the small files fill it
+        # the raw images are reserved up front: the small files fill it (progress.json, then the third chunk's line)
+        disk_full_at(patch, "progress.json", after=3)
         # so, where the file system reserves them, only the mean image and the small files are left to write
         left = "[01]" if fallocate_reserves(tmp_path) else r"[\d,]+"
-        with pytest.raises(StoreError, match=rf"Not enough disk space for .*progress\.json: about {left} MB more"):
+        with pytest.raises(StoreError, match=rf"Not enough disk space for .*progress\.jsonl: about {left} MB more"):
             prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False)
     assert not (store / "manifest.json").exists()
     prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False)
@@ -481,7 +499,7 @@ def test_a_disk_that_fills_while_writing_jpeg_chunks_names_the_chunk_then_resume
         disk_full_at(patch, ".000002.bin.")  # the third chunk file of train
         with pytest.raises(StoreError, match=r"Not enough disk space for .*train_jpeg/000002\.bin: about [\d,]+ MB"):
             prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False, store_format="jpeg")
-    assert json.loads((store / "progress.json").read_text())["done"]["train"] == [0, 1]
+    assert prepare_module._read_progress(store)["done"]["train"] == [0, 1]
     assert not list(store.rglob(".*.tmp")), "no temporary is left behind"
     prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False, store_format="jpeg")
     assert all_files_of(store) == all_files_of(jpeg_store)
@@ -637,7 +655,10 @@ def test_a_store_is_never_reused_for_another_sample_spec(tmp_path):
         StoreError, match=r"made from .*/a \(sample \{'classes': 3.*not from .*/b \(sample \{'classes': 2"
     ):
         datamodule(tmp_path / "b", classes=2).prepare_data()
-    with pytest.raises(ValueError, match=r"data\.root=.*/a holds the sample dataset SampleSpec\(classes=3.*classes=2"):
+    # the store is complete, so the sample is not looked at (nor made again): the store refuses the other spec
+    with pytest.raises(
+        StoreError, match=r"made from .*/a \(sample \{'classes': 3.*not from .*/a \(sample \{'classes': 2"
+    ):
         datamodule(tmp_path / "a", classes=2).prepare_data()
     assert Store.open(tmp_path / "store").num_classes == 3
 

@@ -1,12 +1,12 @@
 """Preparation, once: decode, scale the shorter side to 256, take the central 256x256 (Section 2), write
 the store; then the training set's mean image and RGB PCA; then the manifest.
 
-Work is cut into chunks of consecutive images. A chunk is recorded as done in progress.json only after its
-pixels are flushed to disk, so a run killed anywhere resumes by redoing the chunks not recorded, and the
-result is byte-for-byte what an uninterrupted run writes (each slot's bytes depend only on its file;
-statistics are summed in a fixed order at the end). manifest.json is written last: it is what marks a
-store complete. Checksums are taken as the bytes are written (in the worker that writes them), never in a
-second pass over the store.
+Work is cut into chunks of consecutive images. A chunk is recorded as done, one line appended to progress.jsonl
+(progress.json holds what the unfinished store is of), only after its pixels are flushed to disk, so a run killed
+anywhere resumes by redoing the chunks not recorded, and the result is byte-for-byte what an uninterrupted run
+writes (each slot's bytes depend only on its file; the statistics are exact integer sums, made at the end).
+manifest.json is written last: it is what marks a store complete. Checksums are taken as the bytes are written
+(in the worker that writes them), never in a second pass over the store.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -164,23 +165,54 @@ def _process_chunk(task: tuple) -> tuple[str, int, int, list[dict], dict | None]
     return split, chunk, len(items), skipped, None
 
 
-def _read_train(store_dir: Path, settings: dict, slots: np.ndarray) -> np.ndarray:
-    """Training images at `slots` (readable ones) of a store being finished: there is no manifest yet."""
-    if settings.get("format") != "jpeg":
-        return np.load(images_path(store_dir, "train"), mmap_mode="r")[slots]
-    if len(slots) == 0:
-        return np.zeros((0, settings["image_size"], settings["image_size"], 3), np.uint8)
-    return read_jpegs(JpegReader(store_dir, "train"), slots)
+STATS_BLOCK = 1 << 18  # pixels per float64 block of the statistics (6 MB), whatever the image or chunk size
+
+
+def _train_reader(store_dir: Path, settings: dict):
+    """read(slots) -> uint8 images of the training split of a store being finished (there is no manifest yet),
+    for sorted slots. A raw store is read with positioned reads, not through a memory map, so that the pages read
+    do not stay in the reading process's resident set."""
+    if settings.get("format") == "jpeg":
+        reader = JpegReader(store_dir, "train")
+        return lambda slots: read_jpegs(reader, slots)
+    path = images_path(store_dir, "train")
+    images = np.load(path, mmap_mode="r")
+    header, shape = images.offset, images.shape[1:]
+    per_image = int(np.prod(shape))
+    del images
+
+    def read(slots: np.ndarray) -> np.ndarray:
+        first, last = int(slots[0]), int(slots[-1]) + 1
+        with open(path, "rb") as f:
+            data = os.pread(f.fileno(), (last - first) * per_image, header + first * per_image)
+        return np.frombuffer(data, np.uint8).reshape(last - first, *shape)[slots - first]
+
+    return read
 
 
 def _stats_chunk(task: tuple) -> tuple[int, int, tuple]:
-    """Sums over one range of training images: of images (for the mean image), of RGB pixels in [0, 1]
-    and of their outer products (for the covariance)."""
+    """Sums over one range of training images, as exact integers: of images (for the mean image), of RGB
+    values 0-255 and of their products (for the covariance). The images are read a few at a time and their pixels
+    summed in float64 blocks of STATS_BLOCK pixels, whose sums are integers below 2**53 and so exact: a worker
+    holds a few images and one block, never a float64 copy of the chunk, and the sums do not depend on how the
+    images are cut into chunks or blocks, nor on the order in which they are added."""
     store_dir, settings, start, keep = task
-    batch = _read_train(Path(store_dir), settings, np.arange(start, start + len(keep))[keep])
-    pixels = batch.reshape(-1, 3).astype(np.float64) / 255.0
-    sums = (batch.sum(axis=0, dtype=np.float64), pixels.sum(axis=0), pixels.T @ pixels, len(pixels))
-    return start, len(keep), sums
+    size = settings["image_size"]
+    slots = np.arange(start, start + len(keep))[keep]
+    image_sum = np.zeros((size, size, 3), np.int64)
+    pixel_sum, outer_sum = np.zeros(3, np.int64), np.zeros((3, 3), np.int64)
+    read = _train_reader(Path(store_dir), settings) if len(slots) else None
+    per_read = max(1, STATS_BLOCK // (size * size))
+    for first in range(0, len(slots), per_read):
+        batch = read(slots[first : first + per_read])
+        batch_sum = batch.sum(axis=0, dtype=np.int32)  # at most STATS_BLOCK * 255 per element (5x faster than int64)
+        image_sum += batch_sum
+        pixel_sum += batch_sum.reshape(-1, 3).sum(axis=0, dtype=np.int64)
+        pixels = batch.reshape(-1, 3)
+        for row in range(0, len(pixels), STATS_BLOCK):
+            block = pixels[row : row + STATS_BLOCK].astype(np.float64)
+            outer_sum += (block.T @ block).astype(np.int64)
+    return start, len(keep), (image_sum, pixel_sum, outer_sum, len(slots) * size * size)
 
 
 def _pool_map(function, tasks: list, workers: int) -> Iterator:
@@ -225,11 +257,70 @@ def _check_space(store_dir: Path, layout: Layout, settings: dict) -> None:
         )
 
 
+HEADER = ("listing", "source", "settings")  # progress.json: what the unfinished store is of, written once
+
+
+def progress_log_path(store_dir: Path) -> Path:
+    """One line per chunk written, appended as each is done: its split, number, skipped files and checksum."""
+    return store_dir / "progress.jsonl"
+
+
+def _record_chunk(store_dir: Path, record: dict) -> None:
+    """Appends a chunk's line to the log and syncs it: a chunk is done once its line is on disk. The cost does not
+    grow with the chunks already done (rewriting one file of them all would: quadratic over a store)."""
+    path = progress_log_path(store_dir)
+    line = memoryview((json.dumps(record, separators=(",", ":")) + "\n").encode())
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask applies, as to any new file
+        try:
+            while line:  # a full disk can cut a write short: the next write then says so
+                line = line[os.write(fd, line) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as error:
+        if error.filename is None:  # os.write and os.fsync name no file
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
+
+
+def _read_progress(store_dir: Path, repair: bool = False) -> dict:
+    """progress.json's header with the chunks done: those the log lists, in the order they were done. A last line
+    that a kill cut short (and whatever follows a line that does not parse) is no record: its chunk is done again,
+    and with `repair` the log is cut back to its last whole line, so that the next record starts a line of its own."""
+    progress = json.loads(progress_path(store_dir).read_text())
+    progress.setdefault("done", {split: [] for split in SPLITS})  # an unfinished store of an older version held
+    progress.setdefault("skipped", {split: [] for split in SPLITS})  # them in progress.json itself
+    progress.setdefault("chunks", {split: {} for split in SPLITS})
+    log = progress_log_path(store_dir)
+    data = log.read_bytes() if log.is_file() else b""
+    whole, done = 0, {split: set(progress["done"][split]) for split in SPLITS}
+    for line in data.splitlines(keepends=True):
+        try:
+            record = json.loads(line) if line.endswith(b"\n") else None
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            break
+        whole += len(line)
+        split, chunk = record["split"], record["chunk"]
+        if chunk in done[split]:
+            continue
+        done[split].add(chunk)
+        progress["done"][split].append(chunk)
+        progress["skipped"][split].extend(record["skipped"])
+        if record.get("checksum") is not None:
+            progress["chunks"][split][str(chunk)] = record["checksum"]
+    if repair and whole < len(data):
+        os.truncate(log, whole)
+    return progress
+
+
 def _open_progress(store_dir: Path, layout: Layout, settings: dict, source: dict) -> dict:
     progress_file = progress_path(store_dir)
     listing = _listing(layout)
     if progress_file.is_file():
-        progress = json.loads(progress_file.read_text())
+        progress = _read_progress(store_dir, repair=True)
         same_source = "source" in progress and _identity(progress["source"]) == _identity(source)
         if same_source and progress.get("listing") == listing and progress["settings"] == settings:
             return progress
@@ -258,7 +349,7 @@ def _open_progress(store_dir: Path, layout: Layout, settings: dict, source: dict
                 size, count = settings["image_size"], len(getattr(layout, split))
                 _allocate(images_path(store_dir, split), (count, size, size, 3))
                 _allocate(image_digests_path(store_dir, split), (count,), np.uint64)
-        atomic_write_json(progress_file, progress)
+        atomic_write_json(progress_file, {key: progress[key] for key in HEADER})  # the chunks go to the log
     except BaseException:  # a full disk, an interrupt: leave the folder empty, so that a rerun starts afresh
         for path in sorted(store_dir.rglob("*"), reverse=True):
             path.rmdir() if path.is_dir() else path.unlink()
@@ -430,19 +521,19 @@ def _prepare(
 
     tasks = []
     for split in SPLITS:
-        items = getattr(layout, split)
+        items, done = getattr(layout, split), set(progress["done"][split])
         for chunk, start in enumerate(range(0, len(items), chunk_size)):
-            if chunk not in progress["done"][split]:
+            if chunk not in done:
                 batch = [(path, layout.members.get(path)) for path, _ in items[start : start + chunk_size]]
                 tasks.append((str(layout.root), str(store_dir), split, chunk, start, batch, settings, strict))
     total = sum(len(task[5]) for task in tasks)
     with _progress(progress_bar, "preparing", total) as advance:
         for split, chunk, count, skipped, checksum in _pool_map(_process_chunk, tasks, workers):
+            _record_chunk(store_dir, {"split": split, "chunk": chunk, "skipped": skipped, "checksum": checksum})
             progress["done"][split].append(chunk)
             progress["skipped"][split].extend(skipped)
             if checksum is not None:
                 progress["chunks"][split][str(chunk)] = checksum
-            atomic_write_json(progress_path(store_dir), progress)
             advance(count)
 
     splits, files = {}, {}
@@ -493,6 +584,7 @@ def _prepare(
         "files": dict(sorted(files.items())),
     }
     manifest = write_manifest(store_dir, manifest)
+    progress_log_path(store_dir).unlink(missing_ok=True)
     progress_path(store_dir).unlink()
     return manifest
 
@@ -533,24 +625,34 @@ def _save_npy(store_dir: Path, path: Path, array: np.ndarray) -> dict[str, dict]
 
 def _statistics(store_dir: Path, settings: dict, workers: int, progress_bar: bool, chunk_size: int = 256):
     """Mean image (0-255) and the RGB covariance's eigen-decomposition (pixels in [0, 1]), largest first.
-    Summed over fixed chunks in a fixed order, so the bytes do not depend on workers or preparation chunks."""
+    Exact integer sums, so the bytes do not depend on workers, chunks or the order in which chunks finish."""
     labels = np.load(labels_path(store_dir, "train"))
     tasks = [
         (str(store_dir), settings, start, labels[start : start + chunk_size] >= 0)
         for start in range(0, len(labels), chunk_size)
     ]
-    parts = {}
+    # Exact integers, added as each chunk comes back (in any order: the sum is the same): the main process holds
+    # one mean image's sums, not every chunk's. The products' sums can pass int64's range: Python integers.
+    image_sum = np.zeros((settings["image_size"], settings["image_size"], 3), np.int64)
+    pixel_sum, outer_sum, count = [0] * 3, [[0] * 3 for _ in range(3)], 0
     with _progress(progress_bar, "mean and PCA", len(labels)) as advance:
-        for start, slots, sums in _pool_map(_stats_chunk, tasks, workers):
-            parts[start] = sums
+        for _, slots, (images, pixels, outer, n) in _pool_map(_stats_chunk, tasks, workers):
+            image_sum += images
+            pixel_sum = [a + int(b) for a, b in zip(pixel_sum, pixels, strict=True)]
+            outer_sum = [
+                [a + int(b) for a, b in zip(row, new, strict=True)] for row, new in zip(outer_sum, outer, strict=True)
+            ]
+            count += n
             advance(slots)
-    image_sum, pixel_sum, outer_sum, count = 0.0, 0.0, 0.0, 0
-    for start in sorted(parts):  # a fixed order, so the sums do not depend on which worker finished first
-        images, pixels, outer, n = parts[start]
-        image_sum, pixel_sum, outer_sum, count = image_sum + images, pixel_sum + pixels, outer_sum + outer, count + n
     num_images = int((labels >= 0).sum())
-    mean_pixel = pixel_sum / count
-    covariance = (outer_sum - count * np.outer(mean_pixel, mean_pixel)) / (count - 1)
+    # The covariance of pixels in [0, 1], (n Q - S S^T) / (n (n - 1) 255^2), computed exactly and rounded once.
+    scale = max(count * (count - 1) * 255 * 255, 1)
+    covariance = np.array(
+        [
+            [float(Fraction(count * outer_sum[i][j] - pixel_sum[i] * pixel_sum[j], scale)) for j in range(3)]
+            for i in range(3)
+        ]
+    )
     eigval, eigvec = np.linalg.eigh(covariance)
     order = np.argsort(eigval)[::-1]
     eigval, eigvec = eigval[order], eigvec[:, order]

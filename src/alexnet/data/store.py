@@ -3,7 +3,8 @@
     store_dir/
       manifest.json        written last and atomically: a store without it is incomplete. It holds its own
                            checksum (manifest_xxh3: the xxh3-128 of its canonical JSON without that field)
-      progress.json        chunks already written (resuming), removed when complete
+      progress.json        what an unfinished store is of; progress.jsonl: a line per chunk written (resuming);
+                           both removed when complete
       train_images.npy     raw format (data.store_format=raw, the default): (N, S, S, 3) uint8, S =
       val_images.npy         data.image_size (256), the central SxS after the shorter side was scaled to S, RGB
       train_jpeg/, val_jpeg/  jpeg format: the same images as JPEG (quality 90), one file per chunk of
