@@ -10,7 +10,7 @@ from pathlib import Path
 from alexnet.results import ERRORS, FILENAME, read_results
 from alexnet.rundir import PREVIOUS
 
-# PAPER.md, "The features and their measured value": how much the error rises (top-1, top-5, in points)
+# docs/paper.md, "What each feature is worth": how much the error rises (top-1, top-5, in points)
 # when the feature is taken away. None where the paper gives no number.
 PAPER_DELTA: dict[str, tuple[float | None, float | None, str]] = {
     "baseline": (0.0, 0.0, ""),
