@@ -6,7 +6,7 @@ import torchvision.transforms.functional as TF
 
 from alexnet.data.augment import eval_batch, pca_lighting_offsets, train_batch
 
-# PAPER.md: ImageNet's RGB PCA (pixels in [0, 1]), as fb.resnet.torch ships it.
+# ImageNet's RGB PCA (pixels in [0, 1]), as fb.resnet.torch ships it: docs/paper.md, "PCA colour augmentation".
 EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
 EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
 

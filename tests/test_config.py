@@ -114,7 +114,8 @@ def test_run_names_come_from_the_overrides_and_stay_short():
     assert "/" not in run_name("data.root=/datasets/x")
 
 
-ABLATIONS = {  # conf/ablation/<name>.yaml -> the keys it changes, and to what (PAPER.md's ablation table)
+# conf/ablation/<name>.yaml -> the keys it changes, and to what (docs/paper.md, "What each feature is worth").
+ABLATIONS = {
     "tanh": {("model", "activation"): "tanh"},
     "no_lrn": {("model", "lrn"): False},
     "lrn_code": {("model", "lrn_convention"): "code"},

@@ -1,4 +1,5 @@
-"""Section 2 and PAPER.md's label trap: finding ILSVRC in its usual forms and labelling it in sorted-WNID order."""
+"""Section 2 and the label trap (docs/paper.md, "The label trap"): finding ILSVRC in its usual forms and labelling
+it in sorted-WNID order."""
 
 import io
 import os

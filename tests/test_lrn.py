@@ -58,7 +58,7 @@ def test_code_convention_equals_torch_local_response_norm():
     ours = LocalResponseNorm(5, 1e-4, 0.75, 2.0, "code")(a)
     theirs = torch.nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)(a)
     torch.testing.assert_close(ours, theirs)
-    # The paper as written is torch's with alpha five times larger (PAPER.md, "LRN exactly").
+    # The paper as written is torch's with alpha five times larger (docs/paper.md, "Local response normalisation").
     paper = LocalResponseNorm(5, 1e-4, 0.75, 2.0, "paper")(a)
     torch.testing.assert_close(paper, torch.nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0)(a))
 

@@ -11,7 +11,7 @@ from torch import nn
 from alexnet.model import AlexNet
 
 SMALL = 67
-# PAPER.md, "Parameters (1000 classes), exact".
+# docs/paper.md, "Parameter counts".
 PAPER_PARAMS = {
     "conv1": 34_944,
     "conv2": 307_456,
@@ -114,7 +114,8 @@ def test_tanh_replaces_every_relu():
     assert per_layer(relu) == per_layer(tanh)
 
 
-# What each model key may change, layer by layer, against the paper's network (PAPER.md's ablation table).
+# What each model key may change, layer by layer, against the paper's network
+# (docs/paper.md, "What each feature is worth").
 FLAGS = {
     "activation=tanh": ({"activation": "tanh"}, {"conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"}),
     "lrn=false": ({"lrn": False}, {"conv1", "conv2"}),
@@ -150,7 +151,7 @@ def per_column(lrn: nn.Module, a: torch.Tensor, columns: int) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     ("convention", "columns", "alpha"),
-    [("paper", 2, 5e-4), ("code", 2, 1e-4), ("paper", 1, 5e-4)],  # PAPER.md, "LRN exactly"
+    [("paper", 2, 5e-4), ("code", 2, 1e-4), ("paper", 1, 5e-4)],  # docs/paper.md, "Local response normalisation"
 )
 def test_layers_1_and_2_are_conv_relu_lrn_within_each_column_then_overlapping_max_pool(convention, columns, alpha):
     torch.manual_seed(0)

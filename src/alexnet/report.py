@@ -24,7 +24,7 @@ PAPER_ERRORS = (40.7, 18.2)
 # compared, so a difference between two short runs measures where each happened to be, not the feature.
 COMPARABLE_EPOCHS = math.ceil(0.75 * PAPER_EPOCHS)
 
-# PAPER.md, "The features and their measured value": how much the error rises (top-1, top-5, in points)
+# docs/paper.md, "What each feature is worth": how much the error rises (top-1, top-5, in points)
 # when the feature is taken away. None where the paper gives no number.
 PAPER_DELTA: dict[str, tuple[float | None, float | None, str]] = {
     "baseline": (0.0, 0.0, ""),
