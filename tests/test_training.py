@@ -293,7 +293,8 @@ def test_an_ablation_sweep_runs_as_one_multirun_and_the_report_reads_it(tmp_path
     sweep_dir = tmp_path / "logs" / "smoke" / "multirun"
     subprocess.run([sys.executable, str(ROOT / "src" / "report.py"), str(sweep_dir)], check=True, timeout=300)
     report = (sweep_dir / "report.md").read_text().splitlines()
-    assert [line.split(" | ")[0] for line in report[2:]] == ["| baseline", "| no_lrn", "| centre crop only"]
+    rows = [line.split(" | ")[:3] for line in report if line.startswith("| ") and not line.startswith("| variant")]
+    assert rows == [["| baseline", "1", "final"], ["| no_lrn", "1", "final"], ["| centre crop only", "1", "final"]]
     assert (sweep_dir / "val_error.png").is_file()
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
+from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -93,3 +94,16 @@ class WandbLogger(LightningWandbLogger):
             if rank_zero_only.rank == 0:
                 atomic_write_bytes(id_file, f"{run_id}\n".encode())
         super().__init__(save_dir=save_dir, id=run_id, resume="allow", **kwargs)
+
+
+class TensorBoardLogger(LightningTensorBoardLogger):
+    """Lightning's TensorBoardLogger with one event file per process. Lightning closes the writer after every
+    stage (the fit, then each test), and a new writer's file is named by the second it starts in: the 10-crop
+    test's file replaced the 1-crop test's when both started within one second, losing test/top1_err."""
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if self._experiment is not None:
+            self.experiment.flush()  # written out, and the writer kept for the next stage
+        if status == "success":
+            self.save()
