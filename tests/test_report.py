@@ -112,6 +112,9 @@ def test_the_final_network_heads_the_row_and_the_best_epoch_comes_from_best_on_v
     make_run(tmp_path, "baseline", "baseline", (0.40, 0.18, 0.38, 0.17), curve, curve, best_on_val=best)
     legacy = {"checkpoint": "logs/x/checkpoints/best-epoch002-top1err0.3900.ckpt"}  # before best_on_val existed
     make_run(tmp_path, "tanh", "tanh", (0.50, 0.25, 0.49, 0.24), curve, curve, **legacy)
+    lines = table(find_runs([tmp_path])).splitlines()
+    cells = {line.count("|") for line in lines if line.startswith("|")}
+    assert len(cells) == 1, lines[:3]  # the header, the rule and every row have the same columns
     rows = rows_of(table(find_runs([tmp_path])))
     assert rows["baseline"][2:7] == ["final", "40.0", "18.0", "38.0", "17.0"]
     assert rows["baseline"][-1] == "epoch 2: 34.0 / 14.0"  # counted from 1, 10 crops

@@ -143,7 +143,7 @@ def table(runs: list[Run]) -> str:
     )
     rule = "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     if best:
-        header = header[:-1] + " best on val: epoch, top-1 / top-5 (%), 10 crops |"
+        header += " best on val: epoch, top-1 / top-5 (%), 10 crops |"
         rule += "---|"
     lines = [header, rule]
     rows: list[tuple[str, Run | None]] = [(r.variant, r) for r in runs]
