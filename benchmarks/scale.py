@@ -310,6 +310,31 @@ def _mib(kib: float) -> float:
     return kib / 1024
 
 
+def prepare_with_peaks(args, root: Path, store: Path, image_size: int, src: Path) -> tuple[dict, dict[str, dict]]:
+    """Preparation of `root` into `store` by the code under `src`, in a child process, and each phase's worker
+    peaks: "chunks" (decoding and writing) and "statistics" (workers first seen after the statistics began),
+    each {"VmHWM": MiB, "private": MiB}."""
+    task = dict(
+        kind="prepare",
+        root=str(root),
+        store=str(store),
+        image_size=image_size,
+        workers=args.workers,
+        chunk_size=CHUNK,
+        format=args.format,
+    )
+    result, monitor = _run_child(task, src)
+    stats_at = result.get("statistics_at", float("inf"))
+    phases: dict[str, list[dict]] = {"chunks": [], "statistics": []}
+    for worker in monitor.workers():
+        phases["chunks" if worker["first_seen"] < stats_at else "statistics"].append(worker)
+    peaks = {
+        phase: {key: _mib(max((w.get(key, 0) for w in workers), default=0)) for key in ("VmHWM", "private")}
+        for phase, workers in phases.items()
+    }
+    return result, peaks
+
+
 def measure_scale(args, fraction: float, work: Path, srcs: dict[str, Path]) -> dict:
     from alexnet.data.prepare import prepare
     from alexnet.data.store import Store
@@ -323,23 +348,11 @@ def measure_scale(args, fraction: float, work: Path, srcs: dict[str, Path]) -> d
     print(f"[{fraction:g}] dataset: {train:,} + {val:,} files in {out['dataset_s']:.0f} s", file=sys.stderr)
     for name, src in srcs.items():
         store = work / f"store-{fraction:g}-{name}"
-        task = dict(
-            kind="prepare",
-            root=str(root),
-            store=str(store),
-            image_size=args.image_size,
-            workers=args.workers,
-            chunk_size=CHUNK,
-            format=args.format,
-        )
-        result, monitor = _run_child(task, src)
-        stats_at = result.get("statistics_at", float("inf"))
-        chunk_workers = [w for w in monitor.workers() if w["first_seen"] < stats_at]
-        stats_workers = [w for w in monitor.workers() if w["first_seen"] >= stats_at]
-        result["worker_hwm_mib"] = _mib(max((w["VmHWM"] for w in chunk_workers), default=0))
-        result["worker_private_mib"] = _mib(max((w.get("private", 0) for w in chunk_workers), default=0))
-        result["stats_worker_hwm_mib"] = _mib(max((w["VmHWM"] for w in stats_workers), default=0))
-        result["stats_worker_private_mib"] = _mib(max((w.get("private", 0) for w in stats_workers), default=0))
+        result, peaks = prepare_with_peaks(args, root, store, args.image_size, src)
+        result["worker_hwm_mib"] = peaks["chunks"]["VmHWM"]
+        result["worker_private_mib"] = peaks["chunks"]["private"]
+        result["stats_worker_hwm_mib"] = peaks["statistics"]["VmHWM"]
+        result["stats_worker_private_mib"] = peaks["statistics"]["private"]
         out[name] = result
         print(f"[{fraction:g}] prepare ({name}): {result['seconds']:.1f} s", file=sys.stderr)
         if name != "after":
@@ -390,28 +403,11 @@ def memory_at_256(args, work: Path, srcs: dict[str, Path]) -> dict:
     out = {}
     for name, src in srcs.items():
         store = work / f"store-256-{name}"
-        task = dict(
-            kind="prepare",
-            root=str(root),
-            store=str(store),
-            image_size=256,
-            workers=args.workers,
-            chunk_size=CHUNK,
-            format=args.format,
-        )
-        result, monitor = _run_child(task, src)
-        stats_at = result["statistics_at"]
-        peaks = {"chunks": [], "statistics": []}
-        for worker in monitor.workers():
-            peaks["chunks" if worker["first_seen"] < stats_at else "statistics"].append(worker)
+        result, peaks = prepare_with_peaks(args, root, store, 256, src)
         out[name] = {
             "seconds": result["seconds"],
             "main_hwm_mib": _mib(result["hwm_kib"]),
-            **{
-                f"{phase}_{key}": _mib(max((w.get(key, 0) for w in workers), default=0))
-                for phase, workers in peaks.items()
-                for key in ("VmHWM", "private")
-            },
+            **{f"{phase}_{key}": peak[key] for phase, peak in peaks.items() for key in ("VmHWM", "private")},
         }
         shutil.rmtree(store)
     shutil.rmtree(root)
@@ -518,27 +514,14 @@ def report(args, scales: list[dict], memory: dict | None, book: dict | None, src
                 slope=False,
             )
             row(f"main process peak RSS, MiB{tag}", [_mib(r["hwm_kib"]) for r in get], ",.0f", " MiB")
-            row(f"worker peak RSS, chunks, MiB{tag}", [r["worker_hwm_mib"] for r in get], ",.0f", " MiB", slope=False)
-            row(
-                f"  worker peak private, chunks, MiB{tag}",
-                [r["worker_private_mib"] for r in get],
-                ",.0f",
-                " MiB",
-                slope=False,
+            workers = (
+                ("worker peak RSS, chunks", "worker_hwm_mib"),
+                ("  worker peak private, chunks", "worker_private_mib"),
+                ("worker peak RSS, statistics", "stats_worker_hwm_mib"),
+                ("  worker peak private, statistics", "stats_worker_private_mib"),
             )
-            row(
-                f"worker peak RSS, statistics, MiB{tag}",
-                [r["stats_worker_hwm_mib"] for r in get],
-                ",.0f",
-                " MiB",
-                slope=False,
-            )
-            row(
-                f"  worker peak private, statistics, MiB{tag}",
-                [r["stats_worker_private_mib"] for r in get],
-                ",.0f",
-                slope=False,
-            )
+            for label, key in workers:  # a worker's pages shared with the main process, and its own
+                row(f"{label}, MiB{tag}", [r[key] for r in get], ",.0f", " MiB", slope=False)
         row("store on disk, MB", [s["store_mb"] for s in scales], ",.0f", " MB")
         row("manifest.json, KB", [s["manifest_kb"] for s in scales], ",.1f", " KB")
         row("Store.open, ms", [s["open_ms"] for s in scales], ",.1f", " ms")
