@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from alexnet.errors import CheckpointError, ConfigError, UserError
-from alexnet.rundir import PREVIOUS, RECORD, RunDirectoryBusy, locked
+from alexnet.rundir import PREVIOUS, RECORD, RunDirectoryBusy, locked, set_aside
 from alexnet.training import train
 from fast_run import FAST
 
@@ -134,3 +134,18 @@ def test_the_best_checkpoint_holds_weights_only_and_resuming_from_it_is_refused(
     assert "optimizer_states" not in torch.load(best, map_location="cpu", weights_only=False)
     with pytest.raises(CheckpointError, match=r"holds the network's weights only .* resume from last.ckpt"):
         train(compose(*FAST, "trainer.max_epochs=2", f"ckpt_path={best}", data_dir=run_data_dir))
+
+
+def test_every_file_a_run_writes_is_set_aside_together_and_an_empty_folder_is_no_run(tmp_path):
+    for name in ("checkpoints/last.ckpt", "csv/metrics.csv", "wandb/offline-run-1/run-x.wandb", "wandb-upload/x"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    for name in ("wandb_id", "results.json", RECORD, "hpc_ckpt_1.ckpt", "train.log"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "tensorboard").mkdir()  # empty: nothing of a run
+    aside = set_aside(tmp_path)
+    assert sorted(p.name for p in aside.iterdir()) == sorted(
+        ["checkpoints", "csv", "wandb", "wandb-upload", "wandb_id", "results.json", RECORD, "hpc_ckpt_1.ckpt"]
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [PREVIOUS, "tensorboard", "train.log"]  # Hydra's log stays
+    assert set_aside(tmp_path) is None

@@ -30,7 +30,8 @@ LOCK = ".lock"
 RECORD = "run.json"
 PREVIOUS = "previous-runs"  # report.py and the figures never read under it
 # What a run writes in its directory; Hydra's .hydra/ and log file describe the newest command and stay.
-RUN_FILES = ("checkpoints", "csv", "tensorboard", "wandb", "wandb_id", "results.json", RECORD)
+UPLOAD = "wandb-upload"  # src/upload.py's joined wandb run (alexnet.wandb_history.write_run)
+RUN_FILES = ("checkpoints", "csv", "tensorboard", "wandb", "wandb_id", UPLOAD, "results.json", RECORD)
 HPC_CHECKPOINTS = "hpc_ckpt_*.ckpt"  # Lightning's, written on SLURM's signal before it requeues the job
 
 

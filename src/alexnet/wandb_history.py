@@ -25,6 +25,8 @@ from pathlib import Path
 
 from wandb.proto import wandb_internal_pb2 as pb
 
+from alexnet.rundir import UPLOAD
+
 STEP = "trainer/global_step"  # Lightning's step, logged in every row; wandb's own `_step` restarts per process
 BLOCK = 32768
 HEADER = struct.Struct("<4sHB")  # b":W&B", 0xBEE1, version 0
@@ -124,7 +126,7 @@ def write_run(run_dir: Path, mode: str | None = None, run_id: str | None = None)
     last, config = parts[-1].run, {}
     for segment in parts:
         config.update(segment.config)
-    out = run_dir / "wandb-upload"
+    out = run_dir / UPLOAD
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
     run = wandb.init(
