@@ -15,8 +15,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from alexnet.model import conv_specs
-from alexnet.runtime import keep_freed_memory
+from alexnet.base.runtime import keep_freed_memory
+from alexnet.network.model import conv_specs
 
 INPUT = {"conv1": (3, 227), "conv2": (96, 27), "conv3": (256, 13), "conv4": (384, 13), "conv5": (384, 13)}
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from alexnet.base.runtime import keep_freed_memory
 from alexnet.data.datamodule import ImageNetDataModule, decode_batch
 from alexnet.data.prepare import prepare
 from alexnet.data.sample import SampleSpec, make_sample
@@ -40,8 +41,7 @@ from alexnet.data.store import (
     labels_path,
     write_manifest,
 )
-from alexnet.module import AlexNetModule
-from alexnet.runtime import keep_freed_memory
+from alexnet.training.module import AlexNetModule
 from lightning_overhead import OPTIM, SameBatch, StepTimes, timed_trainer
 
 ILSVRC_TRAIN_IMAGES = 1_281_167

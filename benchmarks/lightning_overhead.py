@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from alexnet.module import AlexNetModule
-from alexnet.optim import build_optimizer
-from alexnet.runtime import keep_freed_memory
+from alexnet.base.runtime import keep_freed_memory
+from alexnet.training.module import AlexNetModule
+from alexnet.training.optim import build_optimizer
 
 OPTIM = {
     "rule": "paper",

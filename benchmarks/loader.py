@@ -10,7 +10,7 @@
 (c) a JPEG store (data.store_format=jpeg) read and decoded on the CPU: what decoding costs where there is
     no GPU to do it (on a GPU, nvJPEG decodes the batch and the worker only reads bytes).
 Each runs in one process with one thread, so images/s is images/s per core, with freed memory kept in the
-process as train.py keeps it on the CPU (alexnet.runtime.keep_freed_memory; it applies to (a) alike).
+process as train.py keeps it on the CPU (alexnet.base.runtime.keep_freed_memory; it applies to (a) alike).
 Rounds alternate (a), (b), ... and the medians are reported. Preparation: load_image (JPEG draft
 decoding) vs a plain PIL open + resize.
 """
@@ -29,13 +29,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, Subset
 from torchvision.datasets import ImageFolder
 
+from alexnet.base.runtime import keep_freed_memory
 from alexnet.data.augment import train_batch
 from alexnet.data.datamodule import ShardedBatchSampler, StoreBatches, decode_batch
 from alexnet.data.layout import discover
 from alexnet.data.prepare import load_image, prepare
 from alexnet.data.sample import SampleSpec, make_sample
 from alexnet.data.store import Store
-from alexnet.runtime import keep_freed_memory
 
 
 def torchvision_rate(root: Path, skipped: set[str], limit: int, batch: int) -> float:

@@ -19,9 +19,9 @@ import torch
 import torchvision
 from torch import nn
 
-from alexnet.lrn import LocalResponseNorm
-from alexnet.model import AlexNet
-from alexnet.runtime import keep_freed_memory
+from alexnet.base.runtime import keep_freed_memory
+from alexnet.network.lrn import LocalResponseNorm
+from alexnet.network.model import AlexNet
 
 PAPER = "paper net, this LRN (grouped)"
 SPLIT = "paper net, naive two columns on one device (split)"

@@ -419,7 +419,7 @@ def bookkeeping(work: Path, chunks: int, repeats: int = 20) -> dict:
     before, progress.json rewritten whole (atomic_write_json: temporary, fsync, rename) with every chunk done so
     far; after, one line appended to progress.jsonl and fsynced. The records are a JPEG store's (a checksum per
     chunk, the larger of the two formats' records)."""
-    from alexnet.atomic import atomic_write_json
+    from alexnet.base.atomic import atomic_write_json
     from alexnet.data import prepare as prepare_module
 
     def checksum(chunk):

@@ -1,4 +1,4 @@
-"""Build the sweep's wandb dashboard from code: a saved workspace view and a report (alexnet.dashboard).
+"""Build the sweep's wandb dashboard from code: a saved workspace view and a report (alexnet.reporting.dashboard).
 
     python src/dashboard.py --entity ME --group full             # saves both; prints their URLs
     python src/dashboard.py --entity ME --group full --offline   # writes their specification instead
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from alexnet.dashboard import CONF, save, specification
+from alexnet.reporting.dashboard import CONF, save, specification
 
 
 def main() -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-import alexnet.config  # noqa: F401  (registers the schema)
-from alexnet.checks import refuse_unknown_keys
-from alexnet.errors import user_errors_reported
+import alexnet.base.config  # noqa: F401  (registers the schema)
+from alexnet.training.checks import refuse_unknown_keys
+from alexnet.training.rundir import user_errors_reported
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -19,7 +19,7 @@ CONF = str(Path(__file__).resolve().parents[1] / "conf")
 @hydra.main(version_base="1.3", config_path=CONF, config_name="eval")
 @user_errors_reported
 def main(cfg: DictConfig) -> None:
-    from alexnet.evaluation import evaluate_checkpoints  # torch loads once the config has passed its checks
+    from alexnet.training.evaluation import evaluate_checkpoints  # torch loads once the config has passed its checks
 
     evaluate_checkpoints(cfg)
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-import alexnet.config  # noqa: F401  (registers the schema)
-from alexnet.checks import refuse_unknown_keys
-from alexnet.config import plain
-from alexnet.errors import user_errors_reported
+import alexnet.base.config  # noqa: F401  (registers the schema)
+from alexnet.base.config import plain
+from alexnet.training.checks import refuse_unknown_keys
+from alexnet.training.rundir import user_errors_reported
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 

@@ -10,7 +10,7 @@ Reads results.json and csv/metrics.csv under each folder; needs no network and n
 import argparse
 from pathlib import Path
 
-from alexnet.report import find_runs, plot, report
+from alexnet.reporting.report import find_runs, plot, report
 
 
 def main() -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-import alexnet.config  # noqa: F401  (registers the schema)
-from alexnet.checks import refuse_unknown_keys
-from alexnet.config import plain
-from alexnet.errors import user_errors_reported
+import alexnet.base.config  # noqa: F401  (registers the schema)
+from alexnet.base.config import plain
+from alexnet.training.checks import refuse_unknown_keys
+from alexnet.training.rundir import user_errors_reported
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -22,8 +22,8 @@ CONF = str(Path(__file__).resolve().parents[1] / "conf")
 @hydra.main(version_base="1.3", config_path=CONF, config_name="summary")
 @user_errors_reported
 def main(cfg: DictConfig) -> None:
-    from alexnet.model import AlexNet  # torch loads once the config has passed its checks
-    from alexnet.summary import format_table, layer_rows
+    from alexnet.network.model import AlexNet  # torch loads once the config has passed its checks
+    from alexnet.network.summary import format_table, layer_rows
 
     model_cfg = plain(cfg.model)
     model = AlexNet(**model_cfg)

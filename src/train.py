@@ -11,10 +11,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-import alexnet.config  # noqa: F401  (registers the schema)
-from alexnet.checks import refuse_unknown_keys
-from alexnet.errors import user_errors_reported
-from alexnet.runtime import keep_freed_memory
+import alexnet.base.config  # noqa: F401  (registers the schema)
+from alexnet.base.runtime import keep_freed_memory
+from alexnet.training.checks import refuse_unknown_keys
+from alexnet.training.rundir import user_errors_reported
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -24,7 +24,7 @@ CONF = str(Path(__file__).resolve().parents[1] / "conf")
 def main(cfg: DictConfig) -> float:
     # Imported once the config has passed its checks (a Hydra callback): torch and Lightning take seconds to
     # load, and a bad value is refused without them.
-    from alexnet.training import train
+    from alexnet.training.train import train
 
     if cfg.trainer.get("accelerator") == "cpu":
         keep_freed_memory()  # process-wide: the training step's freed activations are reused, not page-faulted

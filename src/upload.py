@@ -4,7 +4,7 @@
     python src/upload.py logs/smoke/baseline --offline     # one run, into a folder for `wandb sync`
 
 A run resumed N times has N+1 wandb folders of one id, which `wandb sync` does not join; here they are
-joined (alexnet.wandb_history: each epoch's rows once, those of the process that went on) and logged as one
+joined (alexnet.training.wandb_history: each epoch's rows once, those of the process that went on) and logged as one
 run of that id. --offline writes it to <run dir>/wandb-upload/wandb/offline-run-*, for a machine without
 network: `wandb sync` that folder from one with network. The run must not be on the server yet (docs/wandb.md).
 """
@@ -12,7 +12,7 @@ network: `wandb sync` that folder from one with network. The run must not be on 
 import argparse
 from pathlib import Path
 
-from alexnet.wandb_history import merge, segments, write_run
+from alexnet.training.wandb_history import merge, segments, write_run
 
 
 def main() -> None:

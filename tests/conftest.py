@@ -77,7 +77,7 @@ def compose_config(tmp: Path, *overrides: str, run: str = "run", data_dir: Path 
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    import alexnet.config  # noqa: F401
+    import alexnet.base.config  # noqa: F401
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(os.path.abspath(CONF), version_base="1.3"):
@@ -108,7 +108,7 @@ def paper_run(tmp_path_factory, run_data_dir):
     them (tests/test_provenance.py, tests/test_eval.py)."""
     from hydra.core.global_hydra import GlobalHydra
 
-    from alexnet.training import train
+    from alexnet.training.train import train
 
     any_classes = [o for o in FAST if not o.startswith("model.num_classes")]
     cfg = compose_config(

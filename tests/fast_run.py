@@ -5,7 +5,7 @@ import contextlib
 
 import pytest
 
-from alexnet import model
+from alexnet.network import model
 
 FAST = [
     "logger=csv",

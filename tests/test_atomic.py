@@ -7,8 +7,8 @@ import stat
 import pytest
 import torch
 
-from alexnet import atomic
-from alexnet.atomic import AtomicCheckpointIO, atomic_write_json
+from alexnet.base import atomic
+from alexnet.base.atomic import AtomicCheckpointIO, atomic_write_json
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):

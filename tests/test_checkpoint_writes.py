@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet import atomic
-from alexnet.atomic import AtomicCheckpointIO, remove_temporaries
-from alexnet.errors import DiskFullError
-from alexnet.results import write_results
-from alexnet.rundir import LOCK, Attempt
-from alexnet.training import train
+from alexnet.base import atomic
+from alexnet.base.atomic import AtomicCheckpointIO, remove_temporaries
+from alexnet.base.errors import DiskFullError
+from alexnet.training.results import write_results
+from alexnet.training.rundir import LOCK, Attempt
+from alexnet.training.train import train
 from fast_run import FAST
 
 RESULTS = {"top1_err": 0.5, "top5_err": 0.1, "top1_err_10crop": 0.4, "top5_err_10crop": 0.1}

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from alexnet import checks
-from alexnet.checks import RANGES, check, problems, unknown_keys
-from alexnet.errors import ConfigError
+from alexnet.base.errors import ConfigError
+from alexnet.training import checks
+from alexnet.training.checks import RANGES, check, problems, unknown_keys
 
 ROOT = Path(__file__).parents[1]
 

@@ -4,8 +4,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import InterpolationResolutionError, ValidationError
 
-from alexnet.config import plain
-from alexnet.training import build
+from alexnet.base.config import plain
+from alexnet.training.train import build
 
 
 def test_default_is_the_smoke_experiment_on_the_sample_data(compose):
@@ -44,7 +44,7 @@ def test_full_experiment_is_the_paper_run(compose):
 def test_two_gpu_trainer_splits_the_columns(compose):
     cfg = compose("experiment=full", "trainer=two_gpu")
     assert cfg.model.placement.value == "split" and list(cfg.model.devices) == ["cuda:0", "cuda:1"]
-    assert cfg.trainer.strategy._target_ == "alexnet.strategy.ColumnPlacementStrategy"
+    assert cfg.trainer.strategy._target_ == "alexnet.training.strategy.ColumnPlacementStrategy"
 
 
 @pytest.mark.parametrize(("devices", "nodes"), [(8, 1), (4, 2)])
@@ -104,7 +104,7 @@ def test_full_without_imagenet_fails_within_seconds_saying_where_to_point_data_r
 
 
 def test_run_names_come_from_the_overrides_and_stay_short():
-    from alexnet.config import run_name
+    from alexnet.base.config import run_name
 
     assert run_name("") == "baseline"
     assert run_name("model.lrn-false__data.crop_size-224") == "model.lrn-false__data.crop_size-224"

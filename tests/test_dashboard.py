@@ -1,4 +1,4 @@
-"""The sweep's wandb dashboard (alexnet.dashboard, src/dashboard.py): a workspace view and a report whose every
+"""The sweep's wandb dashboard (src/dashboard.py): a workspace view and a report whose every
 metric, config key and grouping is one the runs log. Offline, as all tests: the specification, not the server."""
 
 import json
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from alexnet.dashboard import (
+from alexnet.reporting.dashboard import (
     EPOCH,
     FINAL,
     LOGGED_UNDER,
@@ -20,9 +20,9 @@ from alexnet.dashboard import (
     spec_keys,
     specification,
 )
-from alexnet.module import MONITOR
-from alexnet.report import PAPER_DELTA
-from alexnet.wandb_history import STEP, merge, segments
+from alexnet.reporting.report import PAPER_DELTA
+from alexnet.training.module import MONITOR
+from alexnet.training.wandb_history import STEP, merge, segments
 from fast_run import FAST
 from wandb_files import wait_for_exit_records
 
@@ -53,7 +53,7 @@ def test_the_view_and_the_report_show_the_logged_names_grouped_by_job_type(spec)
         "value": "full",
         "disabled": False,
     }
-    # The paper's number for each ablation, from alexnet.report, beside the job type to compare.
+    # The paper's number for each ablation, from alexnet.reporting.report, beside the job type to compare.
     text = json.dumps(spec["report"])
     for variant in PAPER_DELTA:
         assert f"| {variant} |" in text

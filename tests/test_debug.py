@@ -4,8 +4,8 @@ import csv
 
 import pytest
 
-from alexnet.checks import problems
-from alexnet.training import train
+from alexnet.training.checks import problems
+from alexnet.training.train import train
 from fast_run import FAST
 
 

@@ -7,10 +7,10 @@ import inspect
 import pytest
 from omegaconf import MISSING
 
-from alexnet import config
+from alexnet.base import config
 from alexnet.data.datamodule import ImageNetDataModule
-from alexnet.model import AlexNet
-from alexnet.optim import PaperSGD
+from alexnet.network.model import AlexNet
+from alexnet.training.optim import PaperSGD
 
 # Where the config and a constructor differ on purpose, and why.
 ON_PURPOSE = {

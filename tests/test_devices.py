@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet import training
 from alexnet.data.datamodule import ImageNetDataModule, decode_batch
 from alexnet.data.prepare import prepare
 from alexnet.data.store import Store
-from alexnet.evaluation import evaluate_checkpoints
-from alexnet.figures import load_run
-from alexnet.model import AlexNet
-from alexnet.module import AlexNetModule, module_from_checkpoint
-from alexnet.training import train
+from alexnet.network.model import AlexNet
+from alexnet.reporting.figures import load_run
+from alexnet.training import train as training
+from alexnet.training.evaluation import evaluate_checkpoints
+from alexnet.training.module import AlexNetModule, module_from_checkpoint
+from alexnet.training.train import train
 from fast_run import FAST
 
 NO_CUDA = "needs a CUDA GPU: run `pytest -m gpu` on a GPU machine (benchmarks/gpu.sh does, before its benchmarks)"

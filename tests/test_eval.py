@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet.checkpoints import KEY, digest, read_checkpoint, with_digest
-from alexnet.config import plain
+from alexnet.base.checkpoints import KEY, digest, read_checkpoint, with_digest
+from alexnet.base.config import plain
+from alexnet.base.errors import CheckpointError
 from alexnet.data.datamodule import ImageNetDataModule
-from alexnet.errors import CheckpointError
-from alexnet.evaluation import evaluate_checkpoints
-from alexnet.model import AlexNet
-from alexnet.training import train
+from alexnet.network.model import AlexNet
+from alexnet.training.evaluation import evaluate_checkpoints
+from alexnet.training.train import train
 from fast_run import FAST
 
 ROOT = Path(__file__).parents[1]

@@ -8,7 +8,8 @@ import torch
 
 from alexnet.data.augment import eval_batch
 from alexnet.data.store import Store
-from alexnet.figures import (
+from alexnet.network.model import AlexNet
+from alexnet.reporting.figures import (
     TrainedRun,
     centre_crop_outputs,
     colour_share,
@@ -18,8 +19,7 @@ from alexnet.figures import (
     nearest,
     readable_slots,
 )
-from alexnet.model import AlexNet
-from alexnet.module import AlexNetModule
+from alexnet.training.module import AlexNetModule
 
 OPTIM = {"rule": "paper", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
 SMALL = 67  # the smallest input the network takes (pool5 1x1): the figures' code does not depend on it

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet.rundir import PREVIOUS
+from alexnet.training.rundir import PREVIOUS
 from fast_run import FAST as FAST_RUN
 
 ROOT = Path(__file__).parents[1]

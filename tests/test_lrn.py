@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from alexnet.lrn import LocalResponseNorm
+from alexnet.network.lrn import LocalResponseNorm
 
 
 def lrn_by_the_formula(a: torch.Tensor, n: int, alpha: float, beta: float, k: float) -> torch.Tensor:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from alexnet.metrics import TopKError
+from alexnet.training.metrics import TopKError
 
 
 def hand_count(logits: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[float, float]:

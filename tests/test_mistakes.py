@@ -11,7 +11,8 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict, read_write
 
-from alexnet.errors import ConfigError, user_errors_reported
+from alexnet.base.errors import ConfigError
+from alexnet.training.rundir import user_errors_reported
 
 ROOT = Path(__file__).parents[1]
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet.model import AlexNet
+from alexnet.network.model import AlexNet
 
 SMALL = 67
 # docs/paper.md, "Parameter counts".

@@ -5,7 +5,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from alexnet.training import train
+from alexnet.training.train import train
 from fast_run import FAST
 
 NOTEBOOKS = Path(__file__).parents[1] / "notebooks"

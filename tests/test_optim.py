@@ -4,8 +4,8 @@ weight decay reaches."""
 import pytest
 import torch
 
-from alexnet.module import AlexNetModule
-from alexnet.optim import PaperSGD, build_optimizer
+from alexnet.training.module import AlexNetModule
+from alexnet.training.optim import PaperSGD, build_optimizer
 
 W0, GRADS = 1.0, [0.5, -0.25, 1.0, 0.75]
 MU, WD = 0.9, 0.0005

@@ -8,8 +8,8 @@ import re
 import pytest
 import torch
 
-from alexnet.model import AlexNet
-from alexnet.report import PAPER_DELTA
+from alexnet.network.model import AlexNet
+from alexnet.reporting.report import PAPER_DELTA
 from test_augment import EIGVAL, EIGVEC
 from test_citations import ROOT, section
 from test_model import PAPER_PARAMS

@@ -5,7 +5,7 @@ sizes do not matter here."""
 import pytest
 import torch
 
-from alexnet.model import AlexNet
+from alexnet.network.model import AlexNet
 
 pytestmark = pytest.mark.usefixtures("narrow")
 SMALL = 67

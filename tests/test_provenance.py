@@ -11,9 +11,9 @@ import pytest
 import torch
 import xxhash
 
-from alexnet.results import git_state
-from alexnet.rundir import LOCK
-from alexnet.training import train
+from alexnet.training.results import git_state
+from alexnet.training.rundir import LOCK
+from alexnet.training.train import train
 from fast_run import FAST
 
 ROOT = Path(__file__).parents[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet.callbacks import RankSeed, ResumeState
+from alexnet.training.callbacks import RankSeed, ResumeState
 from fast_run import FAST
 
 ROOT = Path(__file__).parents[1]

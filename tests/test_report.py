@@ -6,7 +6,7 @@ import json
 import matplotlib
 import pytest
 
-from alexnet.report import (
+from alexnet.reporting.report import (
     COMPARABLE_EPOCHS,
     PAPER_EPOCHS,
     epochs_to_reach,

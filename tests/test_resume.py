@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet.loggers import ContinuingWriter
-from alexnet.training import train
-from alexnet.wandb_history import merge, read_segment, segments, write_run
+from alexnet.training.loggers import ContinuingWriter
+from alexnet.training.train import train
+from alexnet.training.wandb_history import merge, read_segment, segments, write_run
 from fast_run import FAST
 from wandb_files import wait_for_exit_records
 
@@ -76,7 +76,7 @@ class FakeTrainer:
 def test_the_random_state_is_restored_when_training_starts_not_when_the_checkpoint_is_read():
     """The sanity check's validation batches come between reading the checkpoint and training; the run
     that never stopped had none there, so the generators are restored after them."""
-    from alexnet.callbacks import ResumeState
+    from alexnet.training.callbacks import ResumeState
 
     callback = ResumeState()
     torch.manual_seed(5)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet.errors import CheckpointError, ConfigError, UserError
-from alexnet.rundir import PREVIOUS, RECORD, RunDirectoryBusy, locked, set_aside
-from alexnet.training import train
+from alexnet.base.errors import CheckpointError, ConfigError, UserError
+from alexnet.training.rundir import PREVIOUS, RECORD, RunDirectoryBusy, locked, set_aside
+from alexnet.training.train import train
 from fast_run import FAST
 
 ONE_EPOCH = [*FAST, "trainer.max_epochs=1"]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import xxhash
 
-from alexnet.atomic import json_bytes
+from alexnet.base.atomic import json_bytes
 from alexnet.data.layout import LayoutError, source_fingerprint
 from alexnet.data.prepare import prepare, upgrade, verify
 from alexnet.data.store import (
@@ -27,7 +27,7 @@ from alexnet.data.store import (
     jpeg_index_path,
     write_manifest,
 )
-from alexnet.resume import disagreements
+from alexnet.training.resume import disagreements
 from test_layout import official_archives
 from test_prepare import all_files_of, flip_bit, noise_image, tiny_sample
 

@@ -12,8 +12,8 @@ import lightning as L
 import pytest
 import torch
 
-from alexnet import training
-from alexnet.training import train
+from alexnet.training import train as training
+from alexnet.training.train import train
 from fast_run import FAST
 from recorders import FirstStep
 
@@ -158,7 +158,7 @@ def test_split_placement_trains_with_each_column_and_its_momentum_on_its_device(
         "evaluate=false",
         "model.placement=split",
         "model.devices=[cpu,cpu]",
-        "+trainer.strategy._target_=alexnet.strategy.ColumnPlacementStrategy",
+        "+trainer.strategy._target_=alexnet.training.strategy.ColumnPlacementStrategy",
         "+trainer.strategy.devices=${model.devices}",
     ]
     cfg = compose(*overrides, "trainer.max_epochs=1", data_dir=run_data_dir)
@@ -192,8 +192,8 @@ def test_smoke_experiment_runs_end_to_end_far_below_chance(tmp_path):
 
 
 def test_ensemble_averages_the_members_softmax(narrow):
-    from alexnet.evaluation import Ensemble
-    from alexnet.module import AlexNetModule
+    from alexnet.training.evaluation import Ensemble
+    from alexnet.training.module import AlexNetModule
 
     optim = {"rule": "paper", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "lr_factor": 0.1}
     torch.manual_seed(0)

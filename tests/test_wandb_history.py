@@ -1,5 +1,5 @@
 """A run's wandb folders, one per process (the first and one per resume), read back and joined into the history
-of a run that never stopped (alexnet.wandb_history). The end-to-end check, training stopped and resumed, is
+of a run that never stopped (alexnet.training.wandb_history). The end-to-end check, training stopped and resumed, is
 tests/test_resume.py."""
 
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from alexnet.wandb_history import STEP, Segment, merge, read_segment, segments, write_run
+from alexnet.training.wandb_history import STEP, Segment, merge, read_segment, segments, write_run
 from wandb_files import wait_for_exit_records
 
 ROOT = Path(__file__).parents[1]

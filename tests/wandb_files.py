@@ -3,7 +3,7 @@
 import time
 from pathlib import Path
 
-from alexnet.wandb_history import records
+from alexnet.training.wandb_history import records
 
 
 def wait_for_exit_records(folder: Path, timeout: float = 120) -> None:

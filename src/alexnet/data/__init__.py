@@ -1,1 +1,2 @@
-"""ILSVRC-2012 as the paper feeds it: layout discovery, preparation into a store, batched augmentation."""
+"""ILSVRC-2012 as the paper feeds it: layout discovery, preparation into a store, batched augmentation.
+Imports only alexnet.base."""

@@ -164,7 +164,7 @@ class ImageNetDataModule(L.LightningDataModule):
         return self._store_identity
 
     def state_dict(self) -> dict:
-        """In every checkpoint: the store it was trained on, which a resumed run's must be (alexnet.resume)."""
+        """In every checkpoint: the store it was trained on, which a resumed run's must be (alexnet.training.resume)."""
         return {"store": self.store_identity()} if self.store is not None else {}
 
     @property
@@ -196,7 +196,7 @@ class ImageNetDataModule(L.LightningDataModule):
             prefetch_factor=4 if self.num_workers > 0 else None,
             # Its own generator for the workers' seeds (nothing random happens in a worker): drawn from the
             # global one, they would shift the dropout and augmentation draws of a resumed run, whose first
-            # loader is made before alexnet.callbacks.ResumeState restores the global generators.
+            # loader is made before alexnet.training.callbacks.ResumeState restores the global generators.
             generator=torch.Generator().manual_seed(self.seed),
         )
 

@@ -27,7 +27,7 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alexnet.errors import UserError
+from alexnet.base.errors import UserError
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
 DEVKIT_NAME = "ILSVRC2012_devkit_t12"

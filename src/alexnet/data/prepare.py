@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from alexnet.atomic import atomic_write_bytes, atomic_write_json, exclusive, json_bytes
+from alexnet.base.atomic import atomic_write_bytes, atomic_write_json, exclusive, json_bytes
+from alexnet.base.errors import UserError, disk_full
 from alexnet.data.augment import centre_offset
 from alexnet.data.layout import Layout, LayoutError, discover, open_item, source_fingerprint
 from alexnet.data.store import (
@@ -62,7 +63,6 @@ from alexnet.data.store import (
     store_problems,
     write_manifest,
 )
-from alexnet.errors import UserError, disk_full
 
 RESIZE = "shorter side to image_size (PIL bilinear, antialiased; JPEG draft decoding), central crop"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from alexnet.atomic import atomic_write_bytes, exclusive
+from alexnet.base.atomic import atomic_write_bytes, exclusive
 from alexnet.data.layout import DEVKIT_NAME, GROUND_TRUTH, META, LayoutError
 
 # The special files: (class, index within the class) -> kind.

@@ -41,8 +41,8 @@ import numpy as np
 import xxhash
 from PIL import Image
 
-from alexnet.atomic import atomic_write_bytes, json_bytes
-from alexnet.errors import UserError
+from alexnet.base.atomic import atomic_write_bytes, json_bytes
+from alexnet.base.errors import UserError
 
 # 2: the manifest holds the source's fingerprint and every file's checksum; 3: and its own checksum, and the
 # source's identity is its listing (names and sizes), not modification times

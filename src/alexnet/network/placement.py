@@ -1,7 +1,7 @@
 """Split placement (Section 3.2): each column its own stack of layers on its own device, as on the paper's two
 GPUs; activations cross devices only where the columns talk (conv3, fc6, fc7, fc8). The layers are
-alexnet.model.make_layers' (one column's share of each); the state_dict is the grouped network's, so a
-checkpoint does not depend on where the columns ran. Lightning's side of it: alexnet.strategy.
+alexnet.network.model.make_layers' (one column's share of each); the state_dict is the grouped network's, so a
+checkpoint does not depend on where the columns ran. Lightning's side of it: alexnet.training.strategy.
 """
 
 from __future__ import annotations

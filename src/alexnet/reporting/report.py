@@ -9,8 +9,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alexnet.results import ERRORS, FILENAME, read_results
-from alexnet.rundir import PREVIOUS
+from alexnet.training.results import ERRORS, FILENAME, read_results
+from alexnet.training.rundir import PREVIOUS
 
 # Section 5: "roughly 90 cycles through the training set" of ILSVRC-2012's 1000 classes.
 PAPER_EPOCHS = 90

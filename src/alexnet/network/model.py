@@ -9,7 +9,7 @@
     fc8 num_classes
 
 With placement="grouped" (the default) both columns live in single layers, one per paper layer, in order
-(groups=2 where a column sees only itself). placement="split" is alexnet.placement: each column its own
+(groups=2 where a column sees only itself). placement="split" is alexnet.network.placement: each column its own
 stack of the same layers on its own device. Both placements have the same state_dict.
 """
 
@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from alexnet import placement as placement_module
-from alexnet.checkpoints import read_checkpoint
-from alexnet.lrn import CONVENTIONS, LocalResponseNorm
+from alexnet.base.checkpoints import read_checkpoint
+from alexnet.network import placement as placement_module
+from alexnet.network.lrn import CONVENTIONS, LocalResponseNorm
 
 ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "tanh": nn.Tanh}
 PLACEMENTS = ("grouped", "split")

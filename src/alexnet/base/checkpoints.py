@@ -1,5 +1,5 @@
 """Checkpoints that prove their own bytes: a checksum of every tensor in a checkpoint (the weights, the momentum:
-nearly all of its bytes) is written into it when it is saved (alexnet.atomic.AtomicCheckpointIO), and checked
+nearly all of its bytes) is written into it when it is saved (alexnet.base.atomic.AtomicCheckpointIO), and checked
 wherever a checkpoint is read: resuming, eval.py, `AlexNet.from_checkpoint`, the figures. A flipped byte in a
 tensor would otherwise load silently; one in the rest of the file fails to unpickle."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import xxhash
 
-from alexnet.errors import CheckpointError
+from alexnet.base.errors import CheckpointError
 
 KEY = "tensors_xxh3"  # checkpoints written before it existed have none, and are read unchecked
 

@@ -3,7 +3,7 @@
 Both show one experiment (a wandb group) with its runs grouped by job type, which is one ablation each
 (conf/logger/default.yaml: the run's name from its overrides, `ablation-tanh`): the validation top-1 and
 top-5 error per epoch, the final 1- and 10-crop errors beside the paper's differences from the baseline
-(alexnet.report.PAPER_DELTA), the training loss and the learning rate, and a runs table of the keys the
+(alexnet.reporting.report.PAPER_DELTA), the training loss and the learning rate, and a runs table of the keys the
 ablations change (conf/ablation/). Every name is taken from what the code logs (below); the tests build the
 dashboard from a real sweep's offline wandb files and check that each name in it was logged.
 
@@ -19,19 +19,19 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from alexnet.module import MONITOR
-from alexnet.report import PAPER_DELTA, _points
-from alexnet.results import ERRORS
-from alexnet.wandb_history import STEP
+from alexnet.reporting.report import PAPER_DELTA, _points
+from alexnet.training.module import MONITOR
+from alexnet.training.results import ERRORS
+from alexnet.training.wandb_history import STEP
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = Path(__file__).resolve().parents[3] / "conf"
 
 # What the runs log, by the names the code gives them.
-TEN_CROPS = "_10crop"  # alexnet.module.evaluation_step: the 10-crop evaluation's names
+TEN_CROPS = "_10crop"  # alexnet.training.module.evaluation_step: the 10-crop evaluation's names
 TOP_K = tuple(name for name in ERRORS if not name.endswith(TEN_CROPS))  # top1_err, top5_err
 VAL = tuple(f"{MONITOR.partition('/')[0]}/{name}" for name in TOP_K)  # per epoch: MONITOR (val/top1_err), top-5
-FINAL = tuple(f"test/{name}" for name in ERRORS)  # once, by alexnet.evaluation.evaluate (trainer.test)
-LOSS = "train/loss"  # alexnet.module.AlexNetModule.training_step, every trainer.log_every_n_steps
+FINAL = tuple(f"test/{name}" for name in ERRORS)  # once, by alexnet.training.evaluation.evaluate (trainer.test)
+LOSS = "train/loss"  # alexnet.training.module.AlexNetModule.training_step, every trainer.log_every_n_steps
 LR = "^lr-"  # Lightning's LearningRateMonitor at each epoch's start: lr-<optimizer>/<group> (lr-PaperSGD/weights)
 EPOCH = "epoch"  # Lightning adds it to the rows of the module's metrics (not to the learning rate's)
 JOB_TYPE = "JobType"  # the run's job type: one per ablation
@@ -39,7 +39,7 @@ GROUP = "Group"  # the run's group: the experiment
 # How Lightning's WandbLogger gives a config key to wandb: the module's hyperparameters nested (model, optim),
 # the datamodule's at the top level (data.crops_flips is `crops_flips`).
 LOGGED_UNDER = {"model": "model.", "optim": "optim.", "data": ""}
-JOB_TYPE_OF = "ablation-{}"  # a sweep's job type for ablation=<variant> (alexnet.config.run_name)
+JOB_TYPE_OF = "ablation-{}"  # a sweep's job type for ablation=<variant> (alexnet.base.config.run_name)
 
 
 def ablation_keys(conf: Path = CONF) -> dict[str, list[str]]:

@@ -10,8 +10,8 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
-from alexnet.loggers import ContinuingWriter
-from alexnet.rundir import Attempt
+from alexnet.training.loggers import ContinuingWriter
+from alexnet.training.rundir import Attempt
 
 
 class CheckpointOnTerminate(L.Callback):

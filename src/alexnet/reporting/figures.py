@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alexnet.checkpoints import read_checkpoint
+from alexnet.base.checkpoints import read_checkpoint
 from alexnet.data.augment import eval_batch
 from alexnet.data.store import Store
-from alexnet.module import AlexNetModule, module_from_checkpoint
-from alexnet.results import read_results
+from alexnet.training.module import AlexNetModule, module_from_checkpoint
+from alexnet.training.results import read_results
 
 
 @dataclass

@@ -13,21 +13,21 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
-from alexnet.atomic import remove_temporaries
-from alexnet.callbacks import RecordAttempt
-from alexnet.checkpoints import read_checkpoint
-from alexnet.checks import check
-from alexnet.config import plain
+from alexnet.base.atomic import remove_temporaries
+from alexnet.base.checkpoints import read_checkpoint
+from alexnet.base.config import plain
+from alexnet.base.errors import ConfigError, UserError
 from alexnet.data.datamodule import ImageNetDataModule
 from alexnet.data.prepare import describe_source
 from alexnet.data.store import Store
-from alexnet.errors import ConfigError, UserError
-from alexnet.evaluation import evaluate
-from alexnet.model import AlexNet
-from alexnet.module import MONITOR, AlexNetModule
-from alexnet.results import FILENAME, errors_line, publish, read_results, run_results
-from alexnet.resume import check_agreement, newest_checkpoint, read_hyperparameters
-from alexnet.rundir import Attempt, describe, locked, read_record, requeued, set_aside, slurm_job
+from alexnet.network.model import AlexNet
+from alexnet.training.callbacks import RecordAttempt
+from alexnet.training.checks import check
+from alexnet.training.evaluation import evaluate
+from alexnet.training.module import MONITOR, AlexNetModule
+from alexnet.training.results import FILENAME, errors_line, publish, read_results, run_results
+from alexnet.training.resume import check_agreement, newest_checkpoint, read_hyperparameters
+from alexnet.training.rundir import Attempt, describe, locked, read_record, requeued, set_aside, slurm_job
 
 
 def build(cfg: DictConfig) -> tuple[AlexNetModule, ImageNetDataModule]:

@@ -15,22 +15,24 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
+import shutil
 import socket
 import sys
 import time
 import uuid
 from pathlib import Path
 
-from alexnet.atomic import atomic_write_json
-from alexnet.errors import DiskFullError, UserError, disk_full
+from alexnet.base.atomic import atomic_write_json
+from alexnet.base.errors import DiskFullError, UserError, disk_full, report
 
 LOCK = ".lock"
 RECORD = "run.json"
 PREVIOUS = "previous-runs"  # report.py and the figures never read under it
 # What a run writes in its directory; Hydra's .hydra/ and log file describe the newest command and stay.
-UPLOAD = "wandb-upload"  # src/upload.py's joined wandb run (alexnet.wandb_history.write_run)
+UPLOAD = "wandb-upload"  # src/upload.py's joined wandb run (alexnet.training.wandb_history.write_run)
 RUN_FILES = ("checkpoints", "csv", "tensorboard", "wandb", "wandb_id", UPLOAD, "results.json", RECORD)
 HPC_CHECKPOINTS = "hpc_ckpt_*.ckpt"  # Lightning's, written on SLURM's signal before it requeues the job
 
@@ -164,3 +166,65 @@ class Attempt:
         """Seconds of every attempt of the run, this one up to now."""
         self.save()
         return round(sum(a["seconds"] for a in self.record["attempts"]), 1)
+
+
+def user_errors_reported(main):
+    """Wraps an entry point's task function (inside @hydra.main): a UserError, or a non-finite loss, exits with
+    its message alone; the run folder that Hydra made for this run is removed if nothing but Hydra wrote to it, so
+    that a mistaken command (a missing data.root, a class count that disagrees) leaves no folder behind."""
+
+    @functools.wraps(main)
+    def wrapped(cfg, *args, **kwargs):
+        new_folder = _new_run_folder()
+        try:
+            return main(cfg, *args, **kwargs)
+        except (UserError, FloatingPointError) as error:
+            if new_folder is not None:
+                _remove_if_unused(*new_folder, log_dir=cfg.paths.log_dir)
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            sys.exit(report(error))
+
+    return wrapped
+
+
+def _new_run_folder() -> tuple[Path, set[str]] | None:
+    """(the run folder, the names Hydra writes in it) if Hydra has only just made the folder for this run:
+    nothing in it but Hydra's subfolder and an empty log. A folder that a previous run left anything in (its
+    log, checkpoints) is never removed."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or HydraConfig.get().output_subdir is None:
+        return None  # prepare.py, summary.py: no run folder, they run in the working directory
+    hydra = HydraConfig.get()
+    folder = Path(hydra.runtime.output_dir)
+    log = folder / f"{hydra.job.name}.log"
+
+    hydra_names = {hydra.output_subdir, log.name, LOCK}  # the lock: taken by the run that failed
+    if _holds_only(folder, hydra_names) and (not log.exists() or log.stat().st_size == 0):
+        return folder, hydra_names
+    return None
+
+
+def _holds_only(folder: Path, names: set[str]) -> bool:
+    """Nothing in folder but these names, and only files in its subfolders (Hydra's config.yaml, ...)."""
+    if not folder.is_dir():  # another process of the run (DDP) has removed it
+        return False
+    entries = list(folder.iterdir())
+    return {p.name for p in entries} <= names and all(f.is_file() for p in entries if p.is_dir() for f in p.iterdir())
+
+
+def _remove_if_unused(folder: Path, hydra_names: set[str], log_dir: str) -> None:
+    """Removes a new run folder that still holds only Hydra's files (this run's log among them), then the
+    folders between it and paths.log_dir that it leaves empty (logs/full/ of logs/full/baseline/)."""
+    if not _holds_only(folder, hydra_names):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    top = Path(os.path.abspath(log_dir))
+    for parent in folder.parents:
+        if top not in parent.parents:
+            break
+        try:
+            parent.rmdir()
+        except OSError:  # not empty: another run's
+            break

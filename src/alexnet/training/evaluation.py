@@ -12,15 +12,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from alexnet.checkpoints import read_checkpoint
-from alexnet.checks import check
-from alexnet.config import plain
+from alexnet.base.checkpoints import read_checkpoint
+from alexnet.base.config import plain
+from alexnet.base.errors import CheckpointError, ConfigError
 from alexnet.data.datamodule import ImageNetDataModule
-from alexnet.errors import CheckpointError, ConfigError
-from alexnet.metrics import TopKError
-from alexnet.model import trained_as
-from alexnet.module import AlexNetModule, module_from_checkpoint
-from alexnet.results import ERRORS, publish, run_results
+from alexnet.network.model import trained_as
+from alexnet.training.checks import check
+from alexnet.training.metrics import TopKError
+from alexnet.training.module import AlexNetModule, module_from_checkpoint
+from alexnet.training.results import ERRORS, publish, run_results
 
 
 class Ensemble(L.LightningModule):

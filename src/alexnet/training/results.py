@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from alexnet.atomic import atomic_write_json
+from alexnet.base.atomic import atomic_write_json
+from alexnet.base.errors import DiskFullError, disk_full
 from alexnet.data.store import Store, file_digest
-from alexnet.errors import DiskFullError, disk_full
 
 FILENAME = "results.json"
 ERRORS = ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop")  # the paper's numbers: 1 and 10 crops
@@ -98,7 +98,7 @@ def git_state(repo: str | Path) -> dict:
 
 def _source_checkout() -> Path | None:
     """The repository this code runs from, when it runs from src/alexnet of a checkout (not site-packages)."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     return package.parents[1] if package.parent.name == "src" and (package.parents[1] / ".git").exists() else None
 
 

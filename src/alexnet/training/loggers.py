@@ -3,9 +3,9 @@
 Lightning's CSVLogger deletes an earlier metrics.csv in its folder when it starts ("Previous log files in
 this directory will be deleted"), and WandbLogger starts a new wandb run each time. Here a run resumed with
 `ckpt_path=...` keeps both: the CSV is cut back to the rows logged before the checkpoint's step when
-training starts again (`alexnet.callbacks.ResumeState`), and the wandb run of the run directory is resumed
+training starts again (`alexnet.training.callbacks.ResumeState`), and the wandb run of the run directory is resumed
 by its id. Offline, each process writes its own folder of that id, which wandb does not join:
-`alexnet.wandb_history` (`src/upload.py`) does.
+`alexnet.training.wandb_history` (`src/upload.py`) does.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from alexnet.atomic import atomic_write_bytes
-from alexnet.errors import DiskFullError, disk_full
+from alexnet.base.atomic import atomic_write_bytes
+from alexnet.base.errors import DiskFullError, disk_full
 
 
 class ContinuingWriter(ExperimentWriter):

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alexnet.checkpoints import read_checkpoint
-from alexnet.errors import CheckpointError
-from alexnet.model import trained_as
-from alexnet.rundir import HPC_CHECKPOINTS
+from alexnet.base.checkpoints import read_checkpoint
+from alexnet.base.errors import CheckpointError
+from alexnet.network.model import trained_as
+from alexnet.training.rundir import HPC_CHECKPOINTS
 
 # Data settings that change what the network is trained on; the store's identity is compared by its manifest.
 DATA_KEYS = ("image_size", "crop_size", "crops_flips", "pca_lighting", "mean_subtraction", "batch_size")

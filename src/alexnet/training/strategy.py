@@ -1,4 +1,4 @@
-"""Lightning and placement=split (alexnet.placement): each column's layers stay on their own device.
+"""Lightning and placement=split (alexnet.network.placement): each column's layers stay on their own device.
 
 Lightning's single-device strategy moves the whole module to one device after `configure_model`, and
 moves optimizer state to that device when resuming. This strategy lets that happen, then puts each column

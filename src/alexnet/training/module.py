@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from alexnet.metrics import TopKError
-from alexnet.model import AlexNet, network_state, trained_as
-from alexnet.optim import build_optimizer
+from alexnet.network.model import AlexNet, network_state, trained_as
+from alexnet.training.metrics import TopKError
+from alexnet.training.optim import build_optimizer
 
 MONITOR = "val/top1_err"  # drives the learning-rate schedule and the best checkpoint
 
@@ -72,12 +72,12 @@ class AlexNetModule(L.LightningModule):
         """Each epoch's validation: val/top1_err is the curve the schedule and the best checkpoint follow."""
         evaluation_step(self, batch, "val", self.val_top1, self.val_top5)
 
-    # What the final evaluation logs its numbers under: "test" for the final network; alexnet.evaluation.evaluate
+    # What the final evaluation logs its numbers under: "test" for the final network; evaluation.evaluate
     # names another network's evaluation (the best validation epoch's) so that each name holds one network's number.
     test_stage = "test"
 
     def test_step(self, batch, batch_idx: int) -> None:
-        """The final evaluation (alexnet.evaluation.evaluate): test/top1_err, or test/top1_err_10crop with 10
+        """The final evaluation (alexnet.training.evaluation.evaluate): test/top1_err, or test/top1_err_10crop with 10
         crops, the names results.json gives the same numbers."""
         evaluation_step(self, batch, self.test_stage, self.test_top1, self.test_top5)
 

@@ -1,9 +1,9 @@
-"""Every config value checked before any work. The schema (alexnet.config) fixes each key's type and choices;
+"""Every config value checked before any work. The schema (alexnet.base.config) fixes each key's type and choices;
 this fixes the ranges and the keys that must agree, so that `optim.lr=-0.01` fails in a second, not after
 hours of preparation, and `optim.lr_factor=-1` never trains with a negative learning rate.
 
 The entry points run the check as a Hydra callback when the config is composed, before Hydra makes the run
-directory, so a bad value leaves nothing behind; alexnet.training and alexnet.evaluation run it again for
+directory, so a bad value leaves nothing behind; alexnet.training.train and alexnet.training.evaluation run it again for
 callers that compose configs themselves. Before that, refuse_unknown_keys refuses a command-line key that the
 schema lacks, listing the keys it has.
 """
@@ -21,8 +21,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from alexnet.config import Config
-from alexnet.errors import ConfigError, report
+from alexnet.base.config import Config
+from alexnet.base.errors import ConfigError, report
 
 
 def _positive_int(v: Any) -> bool:
@@ -101,7 +101,7 @@ def problems(cfg: DictConfig, devices: bool = False) -> list[str]:
 
 
 def _disagreements(cfg: DictConfig) -> list[str]:
-    from alexnet.model import conv_specs, feature_size
+    from alexnet.network.model import conv_specs, feature_size
 
     found = []
     model, data = cfg.get("model"), cfg.get("data")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from alexnet.model import AlexNet
+from alexnet.network.model import AlexNet
 
 
 def layer_rows(model: AlexNet, input_size: int) -> list[dict]:

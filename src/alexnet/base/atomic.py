@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from alexnet.checkpoints import with_digest
-from alexnet.errors import DiskFullError, disk_full
+from alexnet.base.checkpoints import with_digest
+from alexnet.base.errors import DiskFullError, disk_full
 
 TEMPORARY = ".tmp"  # the suffix of atomic_file's temporaries: ".<name>.<random>.tmp" beside <name>
 

@@ -2,7 +2,7 @@
 
 Every process of a run (the first, and one per resume) writes its own wandb folder, `<run dir>/wandb/
 offline-run-<time>-<id>` (or `run-<time>-<id>` when logging online), all with the run directory's wandb id
-(`alexnet.loggers.WandbLogger`). wandb cannot join them: `wandb sync` of several folders of one id keeps
+(`alexnet.training.loggers.WandbLogger`). wandb cannot join them: `wandb sync` of several folders of one id keeps
 only one folder's history (wandb issues 3841, 5865, 4624), and each folder's `_step` starts again at 0. Here
 the folders are read back, ordered by their start, and joined on Lightning's `trainer/global_step`: a resumed
 process logs again every row from its checkpoint's step on, so its rows replace an earlier process's rows
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from wandb.proto import wandb_internal_pb2 as pb
 
-from alexnet.rundir import UPLOAD
+from alexnet.training.rundir import UPLOAD
 
 STEP = "trainer/global_step"  # Lightning's step, logged in every row; wandb's own `_step` restarts per process
 BLOCK = 32768
