@@ -83,7 +83,7 @@ def test_wrong_type_fails_naming_the_key(compose):
     ("override", "message"),
     [
         ("model.columns=3", "model.columns"),
-        ("data.crop_size=300", "data.crop_size=300 is larger than data.image_size=256"),
+        ("data.crop_size=300", "data.crop_size=300: must be at most data.image_size=256"),
         ("model.placement=split", "model.devices|cuda"),
         ("data.val_crops=5", "data.val_crops"),
     ],
