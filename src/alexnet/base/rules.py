@@ -51,23 +51,21 @@ class StoreFormat(str, Enum):
 
 @dataclass(frozen=True)
 class Interval:
-    """Numbers between low and high (None: unbounded on that side); an open end is itself outside."""
+    """Numbers from low up to high (None: no upper end); an open end is itself outside."""
 
-    low: float | None = None
+    low: float
     high: float | None = None
     low_open: bool = False
     high_open: bool = False
 
     def __contains__(self, value: Any) -> bool:
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+        if value < self.low or (self.low_open and value == self.low):
             return False
-        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return self.high is None or value < self.high or (not self.high_open and value == self.high)
 
     def __str__(self) -> str:
         if self.high is None:
             return f"{'above' if self.low_open else 'at least'} {self.low:g}"
-        if self.low is None:
-            return f"{'below' if self.high_open else 'at most'} {self.high:g}"
         return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
 
 
