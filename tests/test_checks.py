@@ -1,5 +1,6 @@
 """Every config value is checked before any work: out of range, it fails in seconds, naming the key and what
-is allowed, without touching data and without leaving a run folder behind."""
+is allowed, without touching data and without leaving a run folder behind (each key's own rule at its edges:
+tests/test_rules.py)."""
 
 import os
 import subprocess
@@ -10,65 +11,14 @@ import pytest
 
 from alexnet.base.errors import ConfigError
 from alexnet.training import checks
-from alexnet.training.checks import RANGES, check, problems, unknown_keys
+from alexnet.training.checks import check, problems, unknown_keys
 
 ROOT = Path(__file__).parents[1]
-
-# One value outside each key's range, next to the nearest value inside it.
-OUTSIDE = {
-    "model.num_classes": (1, 2),
-    "model.dropout": (1.0, 0.0),
-    "model.columns": (3, 1),
-    "model.remove_conv": (2, 3),
-    "data.image_size": (0, 256),
-    "data.crop_size": (0, 227),
-    "data.pca_lighting": (-1.0, 0.0),
-    "data.val_crops": (5, 10),
-    "data.batch_size": (0, 1),
-    "data.eval_batch_size": (0, 1),
-    "data.num_workers": (-1, 0),
-    "data.prepare_workers": (0, 1),
-    "data.sample.classes": (1, 2),
-    "data.sample.train_per_class": (0, 1),
-    "data.sample.val_per_class": (0, 1),
-    "data.sample.scale": (0.0, 0.5),
-    "optim.lr": (-0.01, 1e-6),
-    "optim.momentum": (1.0, 0.0),
-    "optim.weight_decay": (-5e-4, 0.0),
-    "optim.lr_factor": (-1.0, 0.5),
-    "optim.patience": (-1, 0),
-    "optim.max_drops": (-1, 0),
-    "trainer.max_epochs": (0, 1),
-    "trainer.log_every_n_steps": (0, 1),
-    "trainer.overfit_batches": (4, 0),
-}
-
-
-def test_every_ranged_key_has_a_case():
-    assert set(OUTSIDE) == {key for key, _, _ in RANGES}
 
 
 def test_the_shipped_experiments_pass(compose):
     assert problems(compose()) == []
     assert problems(compose("experiment=full")) == []
-
-
-@pytest.mark.parametrize("key", sorted(OUTSIDE))
-def test_a_value_outside_its_range_is_refused_naming_the_key_and_the_range(compose, key):
-    bad, good = OUTSIDE[key]
-    assert problems(compose(f"++{key}={good}")) == []  # ++: set, or add where the config has no such key
-    found = problems(compose(f"++{key}={bad}"))
-    assert any(problem.startswith(f"{key}={bad}: must be ") for problem in found), found
-
-
-FLOATS = sorted(key for key, (_, good) in OUTSIDE.items() if isinstance(good, float))
-
-
-@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
-@pytest.mark.parametrize("key", FLOATS)
-def test_a_float_that_is_not_finite_is_refused_naming_the_key_and_the_range(compose, key, value):
-    found = problems(compose(f"++{key}={value}"))
-    assert any(problem.startswith(f"{key}={float(value)}: must be finite and ") for problem in found), found
 
 
 @pytest.mark.parametrize(

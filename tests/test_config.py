@@ -41,6 +41,14 @@ def test_full_experiment_is_the_paper_run(compose):
     assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
 
 
+@pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp", "two_gpu"])
+def test_every_trainer_trains_the_papers_epochs_with_atomic_checkpoints_and_its_own_sharding(compose, trainer):
+    cfg = compose("experiment=full", f"trainer={trainer}")
+    assert cfg.trainer.max_epochs == 90 and cfg.trainer.default_root_dir == cfg.paths.output_dir
+    assert [p._target_ for p in cfg.trainer.plugins] == ["alexnet.base.atomic.AtomicCheckpointIO"]
+    assert cfg.trainer.use_distributed_sampler is False  # the datamodule shards its own batches
+
+
 def test_two_gpu_trainer_splits_the_columns(compose):
     cfg = compose("experiment=full", "trainer=two_gpu")
     assert cfg.model.placement.value == "split" and list(cfg.model.devices) == ["cuda:0", "cuda:1"]
@@ -83,7 +91,7 @@ def test_wrong_type_fails_naming_the_key(compose):
     ("override", "message"),
     [
         ("model.columns=3", "model.columns"),
-        ("data.crop_size=300", "data.crop_size=300 is larger than data.image_size=256"),
+        ("data.crop_size=300", "data.crop_size=300: must be at most data.image_size=256"),
         ("model.placement=split", "model.devices|cuda"),
         ("data.val_crops=5", "data.val_crops"),
     ],

@@ -9,6 +9,8 @@ from omegaconf import MISSING
 
 from alexnet.base import config
 from alexnet.data.datamodule import ImageNetDataModule
+from alexnet.data.sample import SampleSpec
+from alexnet.network.lrn import LocalResponseNorm
 from alexnet.network.model import AlexNet
 from alexnet.training.optim import PaperSGD
 
@@ -38,6 +40,12 @@ def test_the_paper_run_config_and_the_constructor_agree_key_by_key(compose, grou
         if (group, key) in ON_PURPOSE:
             continue
         assert cfg[key] == defaults[key], f"{group}.{key}: config {cfg[key]!r}, {cls.__name__} {defaults[key]!r}"
+
+
+def test_the_sample_config_and_the_sample_spec_agree_and_the_lrn_takes_the_configs_convention(compose):
+    cfg = compose()  # experiment=smoke: data=sample
+    assert config.plain(cfg.data.sample) == dataclasses.asdict(SampleSpec())
+    assert constructor_defaults(LocalResponseNorm)["convention"] == config.plain(cfg.model)["lrn_convention"]
 
 
 def test_the_paper_run_config_and_the_optimizer_agree(compose):

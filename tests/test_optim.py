@@ -110,10 +110,11 @@ def test_the_module_decays_every_weight_and_the_biases_only_when_asked(decay_bia
 
 
 @pytest.mark.parametrize(
-    "lr, momentum, weight_decay", [(0.0, MU, WD), (0.01, 1.0, WD), (0.01, -0.1, WD), (0.01, MU, -1e-9)]
+    ("lr", "momentum", "weight_decay", "key"),
+    [(0.0, MU, WD, "lr"), (0.01, 1.0, WD, "momentum"), (0.01, -0.1, WD, "momentum"), (0.01, MU, -1e-9, "weight_decay")],
 )
-def test_paper_sgd_refuses_a_rule_that_is_not_the_papers_form(lr, momentum, weight_decay):
-    with pytest.raises(ValueError, match=r"optim: need lr > 0, 0 <= momentum < 1, weight_decay >= 0"):
+def test_paper_sgd_refuses_a_rule_that_is_not_the_papers_form(lr, momentum, weight_decay, key):
+    with pytest.raises(ValueError, match=rf"^optim\.{key}=[-.e0-9]+: must be "):
         PaperSGD([torch.nn.Parameter(torch.zeros(1))], lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 

@@ -1,5 +1,6 @@
 """Structured configs: the schema behind conf/. A key that is not here, or a value of the wrong type or
-outside an enumeration, fails at composition with a message naming the key (and the allowed values)."""
+outside an enumeration (alexnet.base.rules states them), fails at composition with a message naming the key (and
+the allowed values)."""
 
 from __future__ import annotations
 
@@ -7,50 +8,15 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from alexnet.base.rules import Activation, DropoutScaling, Init, LRNConvention, Placement, Rule, StoreFormat
 
-class Activation(str, Enum):
-    relu = "relu"
-    tanh = "tanh"
-
-
-class LRNConvention(str, Enum):
-    paper = "paper"
-    code = "code"
-
-
-class Placement(str, Enum):
-    grouped = "grouped"
-    split = "split"
-
-
-class Init(str, Enum):
-    paper = "paper"
-    caffe = "caffe"
-
-
-class DropoutScaling(str, Enum):
-    paper = "paper"
-    inverted = "inverted"
-
-
-class Rule(str, Enum):
-    paper = "paper"
-    torch = "torch"
-
-
-class StoreFormat(str, Enum):
-    raw = "raw"
-    jpeg = "jpeg"
-
-
-# The schema holds types and choices only: every default is stated once, with its reason, in the YAML under
-# conf/ (model/alexnet.yaml, data/imagenet.yaml, config.yaml, ...), where users look for it.
+# The schema holds types (the enumerations, like the ranges, are alexnet.base.rules'): every default is stated
+# once, with its reason, in the YAML under conf/ (model/alexnet.yaml, data/imagenet.yaml, ...), where users look.
 
 
 @dataclass

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from alexnet.base.rules import crop_problem, require
 from alexnet.data import augment
 from alexnet.data.layout import discover
 from alexnet.data.prepare import prepare
@@ -108,10 +109,21 @@ class ImageNetDataModule(L.LightningDataModule):
         # Absolute, so that a checkpoint names its data wherever eval.py or a resumed run is started from.
         root, store_dir = os.path.abspath(root), os.path.abspath(store_dir)
         self.save_hyperparameters()  # in every checkpoint: eval.py reads the run's data settings from it
-        if crop_size > image_size:
-            raise ValueError(f"data.crop_size={crop_size} is larger than data.image_size={image_size}")
-        if val_crops not in (1, 10):
-            raise ValueError(f"data.val_crops must be 1 (centre crop) or 10 (Section 4.1), got {val_crops}")
+        require(
+            "data",
+            store_format=store_format,
+            image_size=image_size,
+            crop_size=crop_size,
+            pca_lighting=pca_lighting,
+            val_crops=val_crops,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            prepare_workers=prepare_workers,
+        )
+        problem = crop_problem(crop_size, image_size)
+        if problem:
+            raise ValueError(problem)
         self.root, self.store_dir, self.store_format = Path(root), Path(store_dir), store_format
         self.image_size, self.crop_size = image_size, crop_size
         self.crops_flips, self.pca_lighting, self.mean_subtraction = crops_flips, pca_lighting, mean_subtraction

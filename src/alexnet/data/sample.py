@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from alexnet.base.atomic import atomic_write_bytes, exclusive
+from alexnet.base.rules import require
 from alexnet.data.layout import DEVKIT_NAME, GROUND_TRUTH, META, LayoutError
 
 # The special files: (class, index within the class) -> kind.
@@ -42,6 +43,15 @@ class SampleSpec:
     val_per_class: int = 10
     seed: int = 0
     scale: float = 1.0  # image sides are scale * (260..420) pixels; ILSVRC's average is about scale 1.25
+
+    def __post_init__(self) -> None:
+        require(
+            "data.sample",
+            classes=self.classes,
+            train_per_class=self.train_per_class,
+            val_per_class=self.val_per_class,
+            scale=self.scale,
+        )
 
 
 def wnid(index: int) -> str:

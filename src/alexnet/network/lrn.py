@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-CONVENTIONS = ("paper", "code")
+from alexnet.base.rules import require
 
 
 def _window_sum(t: torch.Tensor, half: int, groups: int, alpha: float | None = None, k: float = 0.0):
@@ -91,8 +91,7 @@ class LocalResponseNorm(nn.Module):
         super().__init__()
         if size < 1 or size % 2 == 0:
             raise ValueError(f"LRN size must be a positive odd number (the paper's n=5), got {size}")
-        if convention not in CONVENTIONS:
-            raise ValueError(f"model.lrn_convention must be one of {CONVENTIONS}, got {convention!r}")
+        require("model", lrn_convention=convention)
         self.size, self.alpha, self.beta, self.k, self.convention = size, alpha, beta, k, convention
         self.groups = groups
         # The coefficient that multiplies the plain sum of squares.

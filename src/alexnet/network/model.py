@@ -22,16 +22,14 @@ import torch
 from torch import nn
 
 from alexnet.base.checkpoints import read_checkpoint
+from alexnet.base.rules import placement_problem, require
 from alexnet.network import placement as placement_module
-from alexnet.network.lrn import CONVENTIONS, LocalResponseNorm
+from alexnet.network.lrn import LocalResponseNorm
 
 ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "tanh": nn.Tanh}
-PLACEMENTS = ("grouped", "split")
 # Section 5: "biases in the second, fourth and fifth convolutional layers, as well as in the fully
 # connected hidden layers, [initialised] with the constant 1".
 BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")
-INITS = ("paper", "caffe")
-DROPOUT_SCALINGS = ("paper", "inverted")
 
 
 @dataclass(frozen=True)
@@ -58,8 +56,7 @@ FC_WIDTH = 4096
 def conv_specs(columns: int, remove_conv: int | None) -> tuple[ConvSpec, ...]:
     """The conv layers of a variant: footnote 2's one-column net halves conv1-conv4 (conv5 stays 256);
     Section 7's depth ablation leaves out one of conv3, conv4, conv5."""
-    if remove_conv not in (None, 3, 4, 5):
-        raise ValueError(f"model.remove_conv must be null, 3, 4 or 5 (a middle conv layer), got {remove_conv!r}")
+    require("model", remove_conv=remove_conv)
     specs = []
     for spec in CONVS:
         if spec.name == f"conv{remove_conv}":
@@ -79,7 +76,7 @@ def feature_size(input_size: int, specs: tuple[ConvSpec, ...], pool_kernel: int)
             size = (size - pool_kernel) // 2 + 1
     size = (size - pool_kernel) // 2 + 1
     if size < 1:
-        raise ValueError(f"data.crop_size {input_size} is too small for the network (pool5 would be empty)")
+        raise ValueError(f"data.crop_size={input_size}: too small for the network (pool5 would be empty)")
     return size
 
 
@@ -180,31 +177,28 @@ class AlexNet(nn.Module):
         init: str = "paper",
     ) -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"model.activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
-        if lrn_convention not in CONVENTIONS:
-            raise ValueError(f"model.lrn_convention must be one of {CONVENTIONS}, got {lrn_convention!r}")
-        if columns not in (1, 2):
-            raise ValueError(f"model.columns must be 1 or 2, got {columns!r}")
-        if placement not in PLACEMENTS:
-            raise ValueError(f"model.placement must be one of {PLACEMENTS}, got {placement!r}")
-        if placement == "split" and columns != 2:
-            raise ValueError("model.placement=split needs model.columns=2: there is one column to place")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1), got {dropout!r}")
-        if dropout_scaling not in DROPOUT_SCALINGS:
-            raise ValueError(f"model.dropout_scaling must be one of {DROPOUT_SCALINGS}, got {dropout_scaling!r}")
-        if init not in INITS:
-            raise ValueError(f"model.init must be one of {INITS}, got {init!r}")
+        require(
+            "model",
+            num_classes=num_classes,
+            activation=activation,
+            lrn_convention=lrn_convention,
+            dropout=dropout,
+            dropout_scaling=dropout_scaling,
+            columns=columns,
+            placement=placement,
+            init=init,
+        )
         self.placement, self.columns = placement, columns
         self.specs = conv_specs(columns, remove_conv)
         # The paper's layers in order (conv3, conv4 or conv5 absent in the depth ablation), and those that see
         # both columns (or the whole image) rather than their own column.
         self.layer_names = (*(spec.name for spec in self.specs), "fc6", "fc7")
         self.crossing = {spec.name for spec in self.specs if spec.cross} | {"fc6", "fc7"}
-        self.devices = [torch.device(d) for d in (devices or ["cpu", "cpu"])]
-        if placement == "split" and len(self.devices) != 2:
-            raise ValueError(f"model.placement=split needs two model.devices, got {list(devices or [])}")
+        devices = list(devices or ["cpu", "cpu"])
+        problem = placement_problem(placement, columns, devices)
+        if problem:
+            raise ValueError(problem)
+        self.devices = [torch.device(d) for d in devices]
         pool_kernel = 3 if overlap_pool else 2
         settings = LayerSettings(
             activation,

@@ -1,5 +1,5 @@
-"""Every config value checked before any work. The schema (alexnet.base.config) fixes each key's type and choices;
-this fixes the ranges and the keys that must agree, so that `optim.lr=-0.01` fails in a second, not after
+"""Every config value checked before any work. The schema (alexnet.base.config) fixes each key's type; this runs
+each key's rule (alexnet.base.rules) and the rules between keys, so that `optim.lr=-0.01` fails in a second, not after
 hours of preparation, and `optim.lr_factor=-1` never trains with a negative learning rate.
 
 The entry points run the check as a Hydra callback when the config is composed, before Hydra makes the run
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import sys
 import typing
 from pathlib import Path
@@ -23,51 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from alexnet.base.config import Config
 from alexnet.base.errors import ConfigError, report
-
-
-def _positive_int(v: Any) -> bool:
-    return v >= 1
-
-
-# (key, allowed, what is allowed and why). A key that the config does not hold is not checked; a float must also
-# be finite (inf and nan are refused for every key).
-RANGES: tuple[tuple[str, Any, str], ...] = (
-    ("model.num_classes", lambda v: v is None or v >= 2, "null (as many as the store holds) or at least 2"),
-    ("model.dropout", lambda v: 0 <= v < 1, "in [0, 1): the probability of zeroing a hidden unit (0.5 in 4.2)"),
-    ("model.columns", lambda v: v in (1, 2), "1 or 2 (Section 3.2)"),
-    ("model.remove_conv", lambda v: v in (None, 3, 4, 5), "null, 3, 4 or 5: a middle conv layer (Section 7)"),
-    ("data.image_size", _positive_int, "a positive number of pixels (256 in Section 2)"),
-    ("data.crop_size", _positive_int, "a positive number of pixels (227)"),
-    ("data.pca_lighting", lambda v: v >= 0, "at least 0: the std of the PCA colour noise (0.1 in 4.1; 0 is off)"),
-    ("data.val_crops", lambda v: v in (1, 10), "1 (the centre crop) or 10 (Section 4.1)"),
-    ("data.batch_size", _positive_int, "at least 1 (128 in Section 5)"),
-    ("data.eval_batch_size", _positive_int, "at least 1"),
-    ("data.num_workers", lambda v: v >= 0, "at least 0 (0 reads in the training process)"),
-    ("data.prepare_workers", lambda v: v is None or v >= 1, "null (all cores) or at least 1"),
-    ("data.sample.classes", lambda v: v >= 2, "at least 2"),
-    ("data.sample.train_per_class", _positive_int, "at least 1"),
-    ("data.sample.val_per_class", _positive_int, "at least 1"),
-    ("data.sample.scale", lambda v: v > 0, "above 0"),
-    ("optim.lr", lambda v: v > 0, "above 0 (0.01 in Section 5)"),
-    ("optim.momentum", lambda v: 0 <= v < 1, "in [0, 1) (0.9 in Section 5)"),
-    ("optim.weight_decay", lambda v: v >= 0, "at least 0 (0.0005 in Section 5)"),
-    ("optim.lr_factor", lambda v: 0 < v < 1, "in (0, 1): the learning rate is multiplied by it on a plateau (0.1)"),
-    ("optim.patience", lambda v: v >= 0, "at least 0 epochs without improvement before a drop"),
-    ("optim.max_drops", lambda v: v >= 0, "at least 0 (3 in Section 5)"),
-    ("trainer.max_epochs", _positive_int, "at least 1 (about 90 in Section 5)"),
-    ("trainer.log_every_n_steps", _positive_int, "at least 1"),
-    (
-        "trainer.overfit_batches",
-        lambda v: v == 0,
-        "0: Lightning's overfit_batches swaps in a sampler of single images, and the datamodule reads whole "
-        "batches (debug=limit runs on a few batches instead)",
-    ),
-)
-
-
-def _finite(v: Any) -> bool:
-    """inf passes `v > 0`, and nan fails every comparison only by accident: a ranged float must be finite."""
-    return not isinstance(v, float) or math.isfinite(v)
+from alexnet.base.rules import RULES, crop_problem, placement_problem
 
 
 def _value(cfg: DictConfig, key: str) -> tuple[bool, Any]:
@@ -83,53 +38,39 @@ def problems(cfg: DictConfig, devices: bool = False) -> list[str]:
     """Each out-of-range value or disagreement, as "key=value: what is allowed"; with `devices`, also a trainer
     that asks for a GPU this machine lacks."""
     found = _accelerator_problems(cfg) if devices else []
-    for key, allowed, wanted in RANGES:
+    refused = set()
+    for key, rule in RULES.items():  # a key that the config does not hold is not checked
         present, value = _value(cfg, key)
-        if not present:
-            continue
-        if not _finite(value):
-            found.append(f"{key}={value}: must be finite and {wanted}")
-            continue
-        try:
-            ok = bool(allowed(value))
-        except TypeError:  # None where a number is needed
-            ok = False
-        if not ok:
-            found.append(f"{key}={value}: must be {wanted}")
-    found += _disagreements(cfg)
+        problem = rule.problem(value) if present else None
+        if problem:
+            found.append(problem)
+            refused.add(key)
+    found += _disagreements(cfg, refused)
     return found
 
 
-def _disagreements(cfg: DictConfig) -> list[str]:
+def _disagreements(cfg: DictConfig, refused: set[str]) -> list[str]:
+    """The rules between keys, for keys whose own values passed (`refused`: those that did not)."""
     from alexnet.network.model import conv_specs, feature_size
 
-    found = []
     model, data = cfg.get("model"), cfg.get("data")
-    if model is not None and data is not None:
-        if data.crop_size > data.image_size:
-            found.append(
-                f"data.crop_size={data.crop_size}: must be at most data.image_size={data.image_size} (crops are "
-                "taken from the stored images)"
-            )
-        if model.input_size != data.crop_size:
+    found = []
+    if data is not None and not refused & {"data.crop_size", "data.image_size"}:
+        found.append(crop_problem(data.crop_size, data.image_size))
+    if model is not None:
+        found.append(placement_problem(model.placement, model.columns, list(model.devices or [])))
+        if data is not None and model.input_size != data.crop_size:
             found.append(
                 f"model.input_size={model.input_size}: must equal data.crop_size={data.crop_size} (the network "
                 "is built for the crops it gets; leave model.input_size unset)"
             )
-    if model is not None:
-        if model.placement == "split" and (model.columns != 2 or len(model.devices or []) != 2):
-            found.append(
-                f"model.placement=split needs model.columns=2 and two model.devices, got columns={model.columns} "
-                f"and devices={list(model.devices or [])}"
-            )
-        if model.columns in (1, 2) and model.remove_conv in (None, 3, 4, 5) and model.input_size >= 1:
+        elif not refused & {"model.columns", "model.remove_conv", "data.crop_size"}:
             pool = 3 if model.overlap_pool else 2
             try:
                 feature_size(model.input_size, conv_specs(model.columns, model.remove_conv), pool)
-            except ValueError:
-                found.append(f"data.crop_size={model.input_size}: too small for the network (pool5 would be empty)")
-    found += _checkpoint_problems(cfg)
-    return found
+            except ValueError as error:
+                found.append(str(error))
+    return [problem for problem in found if problem] + _checkpoint_problems(cfg)
 
 
 def _accelerator_problems(cfg: DictConfig) -> list[str]:

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from alexnet.base.rules import require
 from alexnet.network.model import AlexNet, network_state, trained_as
 from alexnet.training.metrics import TopKError
 from alexnet.training.optim import build_optimizer
@@ -19,6 +20,8 @@ class AlexNetModule(L.LightningModule):
 
     def __init__(self, model: dict, optim: dict, channels_last: bool = False, compile: bool = False) -> None:
         super().__init__()
+        # Refused here, not when fitting starts (after the data is prepared); decay_biases is either.
+        require("optim", **{key: value for key, value in optim.items() if key != "decay_biases"})
         # Named rather than read from the caller's frame, which finds nothing once __init__ is wrapped (mutation
         # testing wraps every function) and would leave checkpoints without the network eval.py rebuilds.
         self.save_hyperparameters({"model": model, "optim": optim, "channels_last": channels_last, "compile": compile})

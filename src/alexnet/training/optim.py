@@ -13,13 +13,12 @@ from __future__ import annotations
 import torch
 from torch.optim import Optimizer
 
+from alexnet.base.rules import require
+
 
 class PaperSGD(Optimizer):
     def __init__(self, params, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4):
-        if lr <= 0 or not 0 <= momentum < 1 or weight_decay < 0:
-            raise ValueError(
-                f"optim: need lr > 0, 0 <= momentum < 1, weight_decay >= 0; got {lr}, {momentum}, {weight_decay}"
-            )
+        require("optim", lr=lr, momentum=momentum, weight_decay=weight_decay)
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
 
     @torch.no_grad()
@@ -64,9 +63,7 @@ def param_groups(named_parameters, weight_decay: float, decay_biases: bool) -> l
 def build_optimizer(
     named_parameters, rule: str, lr: float, momentum: float, weight_decay: float, decay_biases: bool
 ) -> Optimizer:
+    require("optim", rule=rule)
     groups = param_groups(named_parameters, weight_decay, decay_biases)
-    if rule == "paper":
-        return PaperSGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if rule == "torch":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    raise ValueError(f"optim.rule must be 'paper' or 'torch', got {rule!r}")
+    optimizer = PaperSGD if rule == "paper" else torch.optim.SGD
+    return optimizer(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
