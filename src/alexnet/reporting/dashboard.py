@@ -134,7 +134,7 @@ def workspace(entity: str, project: str, group: str):
         name=f"{group}: ablations",
         sections=[ws.Section(name=name, panels=items, is_open=True) for name, items in panels().items()],
         runset_settings=ws.RunsetSettings(
-            filters=[ws.Metric(GROUP) == group], groupby=[ws.Metric(JOB_TYPE)], pinned_columns=columns()
+            filters=ws.And(ws.Metric(GROUP) == group), groupby=[ws.Metric(JOB_TYPE)], pinned_columns=columns()
         ),
     )
 
