@@ -5,7 +5,7 @@
 #
 #   bash benchmarks/compare_revisions.sh cf843be            # PYTHON=.venv/bin/python ROUNDS=2 by default
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 REV=${1:?give the revision to compare against, e.g. bash benchmarks/compare_revisions.sh HEAD~5}
 PY=${PYTHON:-.venv/bin/python}
 PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"   # absolute, the venv's link kept

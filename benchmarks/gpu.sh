@@ -15,7 +15,7 @@
 # Hydra, which such a machine lacks: `bash benchmarks/gpu_wheels.sh` (here, with network) puts Hydra's wheels
 # in .whl/, and this script installs them when .whl/ travels with the tree.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
@@ -34,31 +34,31 @@ step() {  # a time limit, a title, a command: a step that fails or runs out of t
   if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ]; then echo "(failed: exit $rc)"; status=1; fi
 }
 
-if [ -d .whl ] && ! $PY -c "import hydra" 2>/dev/null; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/gpu-site .whl/*.whl \
+if [ -d .whl ] && ! "$PY" -c "import hydra" 2>/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/gpu-site .whl/*.whl \
     && export PYTHONPATH="$PYTHONPATH:/tmp/gpu-site"
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-$PY -c "import torch, torchvision, lightning; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
+"$PY" -c "import torch, torchvision, lightning; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'torchvision', torchvision.__version__, 'lightning', lightning.__version__, '|', torch.cuda.get_device_name())"
 echo "cpus: $(nproc), loader workers: $WORKERS, shared memory: $(df -h /dev/shm | awk 'NR==2 {print $2}')"
 
 if [[ " $PARTS " == *" tests "* ]]; then
   step 240 "GPU tests (pytest -m gpu tests/test_devices.py)" \
-    $PY -m pytest -m gpu tests/test_devices.py -q -p no:cacheprovider --durations=5
+    "$PY" -m pytest -m gpu tests/test_devices.py -q -p no:cacheprovider --durations=5
 fi
 if [[ " $PARTS " != *" benchmarks "* ]]; then exit $status; fi
 step 60 "Training step: variants, fp32 and bf16 (model_step.py)" \
-  $PY benchmarks/model_step.py --device cuda --steps 30
+  "$PY" benchmarks/model_step.py --device cuda --steps 30
 step 20 "Each convolution whole (grouped placement) vs in two halves (split placement) (conv_halves.py)" \
-  $PY benchmarks/conv_halves.py --device cuda --steps 20
+  "$PY" benchmarks/conv_halves.py --device cuda --steps 20
 step 75 "Training step: eager vs torch.compile, fp32 and bf16 (model_step.py --compile)" \
-  $PY benchmarks/model_step.py --device cuda --steps 30 --compile --compile-only
+  "$PY" benchmarks/model_step.py --device cuda --steps 30 --compile --compile-only
 step 30 "This LightningModule under a Trainer vs a plain PyTorch loop (lightning_overhead.py)" \
-  $PY benchmarks/lightning_overhead.py --device cuda --batch-size 128 --steps 60 --rounds 2
+  "$PY" benchmarks/lightning_overhead.py --device cuda --batch-size 128 --steps 60 --rounds 2
 step 70 "End to end, raw store, bf16-mixed (the gpu trainer's default)" \
-  $PY benchmarks/end_to_end.py --device cuda --precision bf16-mixed --workers "$WORKERS" --steps 200 --images 25600
+  "$PY" benchmarks/end_to_end.py --device cuda --precision bf16-mixed --workers "$WORKERS" --steps 200 --images 25600
 step 45 "End to end, JPEG store decoded on the GPU (nvJPEG), bf16-mixed" \
-  $PY benchmarks/end_to_end.py --device cuda --precision bf16-mixed --store-format jpeg --workers "$WORKERS" \
+  "$PY" benchmarks/end_to_end.py --device cuda --precision bf16-mixed --store-format jpeg --workers "$WORKERS" \
   --steps 150 --images 25600
 exit $status

@@ -44,7 +44,7 @@ def main(cfg: DictConfig) -> None:
         return
     datamodule.prepare_data()
     datamodule.setup()
-    print(describe(datamodule.store_dir, datamodule.store.manifest))
+    print(describe(datamodule.store_dir, datamodule.opened.manifest))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ class _RecordingFile:
     write (a full disk) only as RuntimeError("unexpected pos"), which names neither the cause nor the file."""
 
     def __init__(self, file) -> None:
-        self._file, self.error = file, None
+        self._file = file
+        self.error: OSError | None = None
 
     def write(self, data) -> int:
         try:

@@ -36,7 +36,8 @@ def digest(checkpoint: dict) -> str:
     hasher = xxhash.xxh3_128()
     for name, tensor in _tensors(checkpoint):
         hasher.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        hasher.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        # ignored: an ndarray is a buffer; numpy's stubs declare its __buffer__ for Python >= 3.12 only
+        hasher.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]
     return hasher.hexdigest()
 
 

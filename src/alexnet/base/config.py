@@ -8,10 +8,10 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from alexnet.base.rules import Activation, DropoutScaling, Init, LRNConvention, Placement, Rule, StoreFormat
 
@@ -147,9 +147,9 @@ def register() -> None:
             OmegaConf.register_new_resolver(name, resolver)
 
 
-def plain(node) -> dict:
+def plain(node: DictConfig) -> dict:
     """A config node as plain Python (enums as their names), for constructors that know nothing of OmegaConf."""
-    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+    return cast(dict, OmegaConf.to_container(node, resolve=True, enum_to_str=True))  # a DictConfig's is a dict
 
 
 register()

@@ -26,7 +26,7 @@ class LRNConvention(str, Enum):
 
 class Placement(str, Enum):
     grouped = "grouped"
-    split = "split"
+    split = "split"  # type: ignore[assignment]  # the config's value; it hides str.split, which no one calls on a Placement
 
 
 class Init(str, Enum):
@@ -87,7 +87,10 @@ class KeyRule:
         return f"{said}: {self.why}" if self.why else said
 
     def _choices(self) -> tuple:
-        return tuple(c.value for c in self.allowed) if isinstance(self.allowed, type) else self.allowed
+        if isinstance(self.allowed, type):
+            return tuple(c.value for c in self.allowed)
+        assert isinstance(self.allowed, tuple), f"{self.key}: an interval has no choices"
+        return self.allowed
 
     def accepts(self, value: Any) -> bool:
         if value is None:

@@ -134,7 +134,7 @@ class ImageNetDataModule(L.LightningDataModule):
         self.seed = seed
         self.store: Store | None = None
         self._store_identity: dict | None = None
-        self._device_tensors: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._device_tensors: dict[torch.device, tuple[torch.Tensor, ...]] = {}  # mean, eigval, eigvec
 
     def store_complete(self) -> bool:
         return (self.store_dir / "manifest.json").is_file()  # written last (alexnet.data.prepare)
@@ -160,6 +160,12 @@ class ImageNetDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.store is None:
             self.store = Store.open(self.store_dir)
+
+    @property
+    def opened(self) -> Store:
+        """The store, for callers past setup()."""
+        assert self.store is not None, "setup() first"
+        return self.store
 
     def store_identity(self) -> dict:
         """The store's manifest checksum (which covers every file's) and source; the manifest of a large store is
@@ -197,7 +203,9 @@ class ImageNetDataModule(L.LightningDataModule):
         # prefetch from the sampler as soon as it is made: a run resumed at epoch 2 would train its first epoch
         # on an earlier epoch's order. The epoch Lightning will set (processed epochs; `current_epoch` lags
         # behind it until training starts) is set here first.
-        sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0)
+        # ignored: Lightning types the progress's tracker as its base class; the fit loop's counts processed epochs
+        epoch = trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0  # type: ignore[attr-defined]
+        sampler.set_epoch(epoch)
         return DataLoader(
             StoreBatches(self.store, split, slots, labels),
             sampler=sampler,
@@ -221,7 +229,7 @@ class ImageNetDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("val", train=False)
 
-    def _statistics_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _statistics_on(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         """Mean image and PCA on the batch's device, moved there once."""
         if device not in self._device_tensors:
             assert self.store is not None
@@ -232,6 +240,7 @@ class ImageNetDataModule(L.LightningDataModule):
         return self._device_tensors[device]
 
     def augment(self, images: torch.Tensor, training: bool) -> torch.Tensor:
+        mean: torch.Tensor | None
         mean, eigval, eigvec = self._statistics_on(images.device)
         mean = mean if self.mean_subtraction else None
         if training:

@@ -113,7 +113,7 @@ def _meta_mat(classes: int, rng: np.random.Generator) -> tuple[bytes, np.ndarray
         "wordnet_height",
         "num_train_images",
     ]
-    records = [
+    records: list[tuple[int, str, str, str, int, np.ndarray, int, int]] = [
         (int(ids[c]), wnid(c), f"sample class {c}", "a stripe pattern", 0, np.zeros((0,), np.uint8), 0, 0)
         for c in range(classes)
     ]

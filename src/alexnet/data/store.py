@@ -74,7 +74,8 @@ def image_digests_path(store_dir: Path, split: str) -> Path:
 
 def image_digest(pixels: np.ndarray) -> int:
     """The xxh3-64 of one slot's bytes, as stored in the digests file."""
-    return xxhash.xxh3_64_intdigest(np.ascontiguousarray(pixels))
+    # ignored: an ndarray is a buffer; numpy's stubs declare its __buffer__ for Python >= 3.12 only
+    return xxhash.xxh3_64_intdigest(np.ascontiguousarray(pixels))  # type: ignore[arg-type]
 
 
 def bytes_digest(data: bytes) -> str:

@@ -26,8 +26,7 @@ from alexnet.base.rules import require
 def _window_sum(t: torch.Tensor, half: int, groups: int, alpha: float | None = None, k: float = 0.0):
     """Sum of t over channels i-half..i+half of i's own group, truncated at the group's edges, in one new
     buffer; with alpha given, k + alpha * the same sum of t**2 instead."""
-    square = alpha is not None
-    if square:  # into a buffer of t's memory format (channels_last stays channels_last), in one pass
+    if alpha is not None:  # into a buffer of t's memory format (channels_last stays channels_last), in one pass
         out = torch.addcmul(torch.tensor(k, dtype=t.dtype), t, t, value=alpha, out=torch.empty_like(t))
     else:
         out = t.clone()
@@ -35,7 +34,7 @@ def _window_sum(t: torch.Tensor, half: int, groups: int, alpha: float | None = N
     channels = t5.shape[2]
     for offset in range(1, min(half, channels - 1) + 1):
         lower, upper = t5[:, :, : channels - offset], t5[:, :, offset:]
-        if square:
+        if alpha is not None:
             out5[:, :, offset:].addcmul_(lower, lower, value=alpha)
             out5[:, :, : channels - offset].addcmul_(upper, upper, value=alpha)
         else:

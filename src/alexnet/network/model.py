@@ -15,6 +15,7 @@ stack of the same layers on its own device. Both placements have the same state_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from alexnet.base.rules import placement_problem, require
 from alexnet.network import placement as placement_module
 from alexnet.network.lrn import LocalResponseNorm
 
-ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "tanh": nn.Tanh}
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": lambda: nn.ReLU(inplace=True), "tanh": nn.Tanh}
 # Section 5: "biases in the second, fourth and fifth convolutional layers, as well as in the fully
 # connected hidden layers, [initialised] with the constant 1".
 BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")
@@ -248,6 +249,7 @@ class AlexNet(nn.Module):
             layer = next(part for part in name.split(".") if part.startswith(("conv", "fc")))
             std = 0.005 if init == "caffe" and layer in ("fc6", "fc7") else 0.01
             module.weight.normal_(0.0, std)
+            assert module.bias is not None  # every layer is made with one
             module.bias.fill_((1.0 if init == "paper" else 0.1) if layer in BIAS_ONE else 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, num_classes)

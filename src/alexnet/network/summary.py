@@ -11,16 +11,16 @@ from alexnet.network.model import AlexNet
 def layer_rows(model: AlexNet, input_size: int) -> list[dict]:
     """One row per paper layer (conv1..conv5, fc6..fc8), measured with a forward pass of one image."""
     names = [*model.layer_names, "fc8"]
-    shapes: dict[str, tuple] = {}
+    shapes: dict[str, list[torch.Size]] = {}
     split = model.placement == "split"
     hooks = []
     for name in names:
-        modules = (
-            [model.fc8] if name == "fc8" else ([c[name] for c in model.column] if split else [getattr(model, name)])
-        )
-        for module in modules:
+        paths = [f"column.{c}.{name}" for c in range(2)] if split and name != "fc8" else [name]
+        for path in paths:
             hooks.append(
-                module.register_forward_hook(lambda m, i, o, name=name: shapes.setdefault(name, []).append(o.shape))
+                model.get_submodule(path).register_forward_hook(
+                    lambda m, i, o, name=name: shapes.setdefault(name, []).append(o.shape)
+                )
             )
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model.eval()(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from omegaconf import OmegaConf
 
@@ -23,6 +24,9 @@ from alexnet.reporting.report import PAPER_DELTA, _points
 from alexnet.training.module import MONITOR
 from alexnet.training.results import ERRORS
 from alexnet.training.wandb_history import STEP
+
+if TYPE_CHECKING:
+    from wandb_workspaces.reports.v2.interface import BlockTypes, MetricType
 
 CONF = Path(__file__).resolve().parents[3] / "conf"
 
@@ -53,7 +57,7 @@ def ablation_keys(conf: Path = CONF) -> dict[str, list[str]]:
         ]
 
     return {
-        path.stem: flat(OmegaConf.to_container(OmegaConf.load(path)) or {})
+        path.stem: flat(cast(dict, OmegaConf.to_container(OmegaConf.load(path))) or {})  # each file a mapping
         for path in sorted((conf / "ablation").glob("*.yaml"))
     }
 
@@ -100,7 +104,7 @@ def panels() -> dict[str, list]:
     """The panels, by section: the same in the workspace view and in the report."""
     import wandb_workspaces.reports.v2 as wr
 
-    def bars(title: str, metrics: list[str]) -> wr.BarPlot:
+    def bars(title: str, metrics: list[MetricType]) -> wr.BarPlot:
         return wr.BarPlot(title=title, metrics=metrics, groupby=JOB_TYPE, orientation="v")
 
     top1, top5, top1_10, top5_10 = FINAL
@@ -130,7 +134,7 @@ def workspace(entity: str, project: str, group: str):
         name=f"{group}: ablations",
         sections=[ws.Section(name=name, panels=items, is_open=True) for name, items in panels().items()],
         runset_settings=ws.RunsetSettings(
-            filters=[ws.Metric(GROUP) == group], groupby=[ws.Metric(JOB_TYPE)], pinned_columns=columns()
+            filters=ws.And(ws.Metric(GROUP) == group), groupby=[ws.Metric(JOB_TYPE)], pinned_columns=columns()
         ),
     )
 
@@ -147,7 +151,7 @@ def report(entity: str, project: str, group: str, offline: bool = False):
         groupby=[JOB_TYPE],
         pinned_columns=columns(),
     )
-    blocks = [
+    blocks: list[BlockTypes] = [
         wr.P(f"Experiment `{group}`: one line or bar per ablation (job type), from the runs' own logs."),
     ]
     for name, items in panels().items():

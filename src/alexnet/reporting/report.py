@@ -146,16 +146,16 @@ def table(runs: list[Run]) -> str:
         header += " best on val: epoch, top-1 / top-5 (%), 10 crops |"
         rule += "---|"
     lines = [header, rule]
-    rows: list[tuple[str, Run | None]] = [(r.variant, r) for r in runs]
+    rows = [(r.variant, r, False) for r in runs]  # (variant, run, the centre crop row)
     if base is not None:  # centre crop only vs 10 crops, from the baseline's own two evaluations
-        rows.append(("centre crop only", None))
+        rows.append(("centre crop only", base, True))
     top1, top5, top1_10, top5_10 = ERRORS
-    for variant, run in rows:
+    for variant, run, centre_crop in rows:
         paper1, paper5, source = PAPER_DELTA.get(variant, (None, None, ""))
-        if run is None:
-            r = base.results
+        if centre_crop:
+            r = run.results
             d1, d5 = 100 * (r[top1] - r[top1_10]), 100 * (r[top5] - r[top5_10])
-            epochs, extra = base.epochs, " |" if best else ""
+            epochs, extra = run.epochs, " |" if best else ""
         else:
             r = run.results
             d1 = 100 * (r[top1_10] - base.results[top1_10]) if base else None
@@ -177,7 +177,7 @@ def too_short(runs: list[Run]) -> list[str]:
             f"{which} trained {_span(short)} epochs, fewer than {COMPARABLE_EPOCHS}: three quarters of the paper's "
             f"{PAPER_EPOCHS}, where its last learning-rate drop comes if its three are spaced evenly"
         )
-    classes = sorted({r.results.get("num_classes") for r in runs} - {PAPER_CLASSES, None})
+    classes = sorted({c for r in runs if (c := r.results.get("num_classes")) is not None} - {PAPER_CLASSES})
     if classes:
         reasons.append(
             f"the runs learned {_span(classes)} classes, not ILSVRC-2012's {PAPER_CLASSES}: another dataset, "
@@ -244,8 +244,8 @@ def line_styles(variants: list[str]) -> dict[str, tuple[str, str]]:
     not grey (its dark shades first), then the same colours dashed, then dotted."""
     import matplotlib
 
-    tab20 = matplotlib.colormaps["tab20"].colors
-    palette = [matplotlib.colors.to_hex(tab20[i]) for i in [*range(0, 20, 2), *range(1, 20, 2)] if i not in (14, 15)]
+    tab20 = matplotlib.colormaps["tab20"]  # called with an int: that colour of its list
+    palette = [matplotlib.colors.to_hex(tab20(i)) for i in [*range(0, 20, 2), *range(1, 20, 2)] if i not in (14, 15)]
     others = [v for v in variants if v != "baseline"]
     styles = {"baseline": ("#000000", "-")}
     for i, variant in enumerate(others):

@@ -68,7 +68,7 @@ def every_rank(value: object) -> list:
     """`value` of every data-parallel process, by rank; [value] in one process. Every process must call it."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return [value]
-    values = [None] * torch.distributed.get_world_size()
+    values: list[object] = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(values, value)
     return values
 
@@ -89,7 +89,7 @@ class ResumeState(L.Callback):
 
     def state_dict(self) -> dict:
         # Lightning asks every process for it when a checkpoint is written (only rank 0 writes the file).
-        state = {"torch": torch.get_rng_state()}
+        state: dict[str, torch.Tensor | list[torch.Tensor]] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_initialized():
             state["torch.cuda"] = torch.cuda.get_rng_state_all()
         return {"ranks": every_rank(state)}

@@ -168,9 +168,8 @@ def unknown_keys(overrides: list[str], groups: list[str]) -> list[str]:
 
 
 def _unknown_key(key: str, groups: list[str]) -> str | None:
-    schema, prefix = Config, ""
+    fields, prefix = _schema_fields(Config), ""
     for name in key.split("."):
-        fields = _schema_fields(schema)
         known = sorted(set(fields) | (set() if prefix else set(groups)))
         if name not in known:
             close = difflib.get_close_matches(name, known, n=1)
@@ -180,11 +179,12 @@ def _unknown_key(key: str, groups: list[str]) -> str | None:
         schema = fields.get(name)
         if schema is None:  # a value, an open dict (trainer, logger, callbacks) or a group: Hydra checks the rest
             return None
+        fields = _schema_fields(schema)
         prefix += f"{name}."
     return None
 
 
-def _schema_fields(schema: type) -> dict[str, type | None]:
+def _schema_fields(schema: type) -> dict[str, Any]:
     """A dataclass's fields, each with the dataclass it holds (ModelConfig for Config.model; SampleConfig for
     DataConfig.sample, which may be null), or None."""
     hints = typing.get_type_hints(schema)

@@ -43,7 +43,11 @@ class Ensemble(L.LightningModule):
 
 
 def evaluate(
-    trainer: L.Trainer, module: L.LightningModule, datamodule: ImageNetDataModule, ckpt_path=None, stage: str = "test"
+    trainer: L.Trainer,
+    module: AlexNetModule | Ensemble,
+    datamodule: ImageNetDataModule,
+    ckpt_path=None,
+    stage: str = "test",
 ) -> dict:
     """Top-1 and top-5 error on val with the centre crop and with 10 crops, by trainer.test, of `module` as it is
     (ckpt_path None) or with the weights of ckpt_path: logged as `stage`/..., returned under results.json's names."""
@@ -176,7 +180,7 @@ def evaluate_checkpoints(cfg: DictConfig) -> dict:
             "Give data.store_dir=... of the run's store (moved?), or prepare it first with src/prepare.py."
         )
     datamodule.setup()
-    check_classes(paths, checkpoints, datamodule.store)
+    check_classes(paths, checkpoints, datamodule.opened)
     members = [module_from_checkpoint(checkpoint, one_device=True) for checkpoint in checkpoints]
     module = members[0] if len(members) == 1 else Ensemble(members)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
@@ -188,7 +192,7 @@ def evaluate_checkpoints(cfg: DictConfig) -> dict:
     )
     results = run_results(
         evaluate(trainer, module, datamodule),
-        datamodule.store,
+        datamodule.opened,
         trainer.strategy.root_device,
         time.time() - started,
         checkpoints=paths,

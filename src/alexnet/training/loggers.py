@@ -74,7 +74,7 @@ class CSVLogger(LightningCSVLogger):
     @property
     @rank_zero_experiment
     def experiment(self) -> ContinuingWriter:
-        if self._experiment is None:
+        if not isinstance(self._experiment, ContinuingWriter):  # None before the first use
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = ContinuingWriter(log_dir=self.log_dir)
         return self._experiment
@@ -91,7 +91,7 @@ class WandbLogger(LightningWandbLogger):
             run_id = id_file.read_text().strip()
         else:
             run_id = uuid.uuid4().hex[:12]
-            if rank_zero_only.rank == 0:
+            if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # set on the function by Lightning at import
                 atomic_write_bytes(id_file, f"{run_id}\n".encode())
         super().__init__(save_dir=save_dir, id=run_id, resume="allow", **kwargs)
 

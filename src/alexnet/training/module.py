@@ -108,10 +108,11 @@ class AlexNetModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking or self.trainer.state.fn != "fit":
             return
+        assert self.plateau is not None  # made by configure_optimizers, which fitting calls first
         self.plateau.step(float(self.val_top1.compute()))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if getattr(self, "plateau", None) is not None:
+        if self.plateau is not None:
             checkpoint["lr_plateau"] = self.plateau.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

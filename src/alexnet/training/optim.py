@@ -51,7 +51,8 @@ def param_groups(named_parameters, weight_decay: float, decay_biases: bool) -> l
     """Two groups, "weights" and "biases" (always both, so that logs name them the same whatever the setting).
     Section 5's rule decays "weight w"; cuda-convnet and Caffe's bvlc_alexnet decay no biases
     (optim.decay_biases=false); true decays every parameter."""
-    weights, biases = [], []
+    weights: list[torch.nn.Parameter] = []
+    biases: list[torch.nn.Parameter] = []
     for name, parameter in named_parameters:
         (biases if name.endswith("bias") else weights).append(parameter)
     return [

@@ -112,7 +112,7 @@ def provenance(store: Store, device: torch.device) -> dict:
     """What any number in results.json can be traced to: the code's commit, the store (its manifest's checksum,
     which covers every file's checksum, and its source), the package versions and the device."""
     checkout = _source_checkout()
-    packages = {}
+    packages: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             packages[name] = version(name)

@@ -194,9 +194,8 @@ def _new_run_folder() -> tuple[Path, set[str]] | None:
     log, checkpoints) is never removed."""
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized() or HydraConfig.get().output_subdir is None:
+    if not HydraConfig.initialized() or (hydra := HydraConfig.get()).output_subdir is None:
         return None  # prepare.py, summary.py: no run folder, they run in the working directory
-    hydra = HydraConfig.get()
     folder = Path(hydra.runtime.output_dir)
     log = folder / f"{hydra.job.name}.log"
 

@@ -7,8 +7,13 @@ moves optimizer state to that device when resuming. This strategy lets that happ
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import torch
 from lightning.pytorch.strategies import SingleDeviceStrategy
+
+if TYPE_CHECKING:
+    from alexnet.training.module import AlexNetModule
 
 
 class ColumnPlacementStrategy(SingleDeviceStrategy):
@@ -20,7 +25,7 @@ class ColumnPlacementStrategy(SingleDeviceStrategy):
 
     def model_to_device(self) -> None:
         super().model_to_device()
-        self.lightning_module.net.place()
+        cast("AlexNetModule", self.lightning_module).net.place()  # the one module it is made for, attached by now
 
     def load_optimizer_state_dict(self, checkpoint) -> None:
         super().load_optimizer_state_dict(checkpoint)

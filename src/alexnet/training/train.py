@@ -42,7 +42,7 @@ def build(cfg: DictConfig) -> tuple[AlexNetModule, ImageNetDataModule]:
     datamodule.check_source()
     datamodule.prepare_data()
     datamodule.setup()
-    model["num_classes"] = num_classes(model["num_classes"], datamodule.store)
+    model["num_classes"] = num_classes(model["num_classes"], datamodule.opened)
     return AlexNetModule(model, plain(cfg.optim), **plain(cfg.runtime)), datamodule
 
 
@@ -61,7 +61,7 @@ def num_classes(configured: int | None, store: Store) -> int:
 
 def run_summary(cfg: DictConfig, datamodule: ImageNetDataModule, trainer: L.Trainer) -> str:
     """One screen, at the start of every run: what is about to be trained on what, and how."""
-    store = datamodule.store
+    store = datamodule.opened
     manifest, optim = store.manifest, plain(cfg.optim)
     train, val = manifest["splits"]["train"], manifest["splits"]["val"]
     processes = f" x {trainer.world_size} processes" if trainer.world_size > 1 else ""
@@ -139,13 +139,13 @@ def best_on_validation(
 
 def check_trainable(datamodule: ImageNetDataModule, world_size: int) -> None:
     """A run whose training split gives no full batch would train no step (incomplete batches are dropped)."""
-    images = datamodule.store.manifest["splits"]["train"]["images"]
+    images = datamodule.opened.manifest["splits"]["train"]["images"]
     per_process = images // world_size
     if per_process < datamodule.batch_size:
         processes = f" each of the {world_size} processes gets" if world_size > 1 else ""
         raise ConfigError(
             f"data.batch_size={datamodule.batch_size} is larger than the {per_process} training images{processes} "
-            f"(the store {datamodule.store.root} holds {images}): incomplete batches are dropped, so not one step "
+            f"(the store {datamodule.opened.root} holds {images}): incomplete batches are dropped, so not one step "
             f"would train. Set data.batch_size to at most {per_process}."
         )
 
@@ -181,7 +181,8 @@ def train(cfg: DictConfig) -> dict:
     results.json (with evaluate=true). The main process holds the run directory for the whole run."""
     check(cfg)
     directory = Path(cfg.paths.output_dir)
-    if rank_zero_only.rank != 0:  # the other processes of a data-parallel run: the main one keeps the directory
+    # the other processes of a data-parallel run: the main one keeps the directory
+    if rank_zero_only.rank != 0:  # type: ignore[attr-defined]  # .rank: set on the function by Lightning at import
         return run(cfg, directory, main=False)
     with locked(directory):
         return run(cfg, directory, main=True)
@@ -198,7 +199,7 @@ def run(cfg: DictConfig, directory: Path, main: bool) -> dict:
         return finished
     L.seed_everything(cfg.seed, workers=True)
     module, datamodule = build(cfg)
-    if trained is not None:
+    if checkpoint is not None and trained is not None:  # the one implies the other: both for the type checker
         model, optim = module.hparams["model"], module.hparams["optim"]
         check_agreement(trained, checkpoint, model, optim, dict(datamodule.hparams), datamodule.store_identity())
     check_trainable(datamodule, world_size=1)  # with more processes, once the trainer knows how many
@@ -220,7 +221,7 @@ def run(cfg: DictConfig, directory: Path, main: bool) -> dict:
     best_on_val = best_on_validation(trainer, module, datamodule, best, errors) if cfg.evaluate else None
     results = run_results(
         errors,
-        datamodule.store,
+        datamodule.opened,
         trainer.strategy.root_device,
         attempt.wall_time() if attempt is not None else 0.0,
         network=f"the final network: the weights after epoch {trainer.current_epoch - 1} (0-based), step "

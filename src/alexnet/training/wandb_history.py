@@ -22,6 +22,7 @@ import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from wandb.proto import wandb_internal_pb2 as pb
 
@@ -113,7 +114,7 @@ def merge(parts: list[Segment]) -> list[dict]:
     return rows
 
 
-def write_run(run_dir: Path, mode: str | None = None, run_id: str | None = None) -> Path:
+def write_run(run_dir: Path, mode: Literal["online", "offline"] | None = None, run_id: str | None = None) -> Path:
     """Log the run directory's joined history as one wandb run, with its last process's project, group, job
     type, name and tags, its config, and its id (or `run_id`). `mode`: wandb's ("offline": into a folder that
     `wandb sync` uploads; None: WANDB_MODE's, online by default). Its local files go to `<run dir>/
