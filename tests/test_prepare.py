@@ -15,8 +15,9 @@ import pytest
 import torchvision.transforms as T
 from PIL import Image
 
-from alexnet.data import chunks, space, stats
+from alexnet.data import chunks as chunks_module
 from alexnet.data import prepare as prepare_module
+from alexnet.data import space, stats
 from alexnet.data.identity import describe_source, listing
 from alexnet.data.layout import discover
 from alexnet.data.prepare import prepare
@@ -156,7 +157,7 @@ def test_a_store_that_another_job_completed_from_another_source_while_this_one_w
     a, b = tiny_sample(tmp_path / "a", seed=1), tiny_sample(tmp_path / "b", seed=2)
     made_from_a = tmp_path / "from_a"
     prepare(a, made_from_a, image_size=32, workers=1, progress_bar=False)
-    store, real = tmp_path / "store", chunks.exclusive
+    store, real = tmp_path / "store", chunks_module.exclusive
 
     @contextlib.contextmanager
     def the_other_job_finishes_first(lock_path, what):
@@ -164,7 +165,7 @@ def test_a_store_that_another_job_completed_from_another_source_while_this_one_w
             shutil.copytree(made_from_a, store, dirs_exist_ok=True)
             yield
 
-    monkeypatch.setattr(chunks, "exclusive", the_other_job_finishes_first)
+    monkeypatch.setattr(chunks_module, "exclusive", the_other_job_finishes_first)
     with pytest.raises(StoreError, match=rf"made from {re.escape(str(a))} .*not from data\.root={re.escape(str(b))}"):
         prepare(b, store, image_size=32, workers=1, progress_bar=False)
     assert all_files_of(store) == all_files_of(made_from_a)
@@ -219,7 +220,7 @@ def test_interrupted_preparation_resumes_to_an_identical_store(sample_root, samp
     assert not (store / "manifest.json").exists(), "an interrupted store never claims to be complete"
     with pytest.raises(StoreError, match="no manifest.json"):
         Store.open(store)
-    progress = chunks.read_progress(store)
+    progress = chunks_module.read_progress(store)
     assert sum(len(done) for done in progress["done"].values()) == 3
     assert len((store / "progress.jsonl").read_bytes().splitlines()) == 3  # a line per chunk, nothing rewritten
     prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False)
@@ -234,7 +235,7 @@ def test_a_log_line_that_a_kill_cut_short_is_no_record_and_its_chunk_is_done_aga
     log = store / "progress.jsonl"
     lines = log.read_bytes().splitlines(keepends=True)
     log.write_bytes(b"".join(lines[:2]) + lines[2][:-9])  # the third line was being written when the kill came
-    assert chunks.read_progress(store)["done"] == {"train": [0, 1], "val": []}
+    assert chunks_module.read_progress(store)["done"] == {"train": [0, 1], "val": []}
     real, redone = prepare_module.process_chunk, []
     monkeypatch.setattr(
         prepare_module, "process_chunk", lambda task: redone.append((task.split, task.chunk)) or real(task)
@@ -249,7 +250,7 @@ def test_preparation_killed_before_its_first_chunk_resumes_to_an_identical_store
 ):
     store = tmp_path / "store"
     prepare_killed_after(0, monkeypatch, sample_root, store)
-    assert chunks.read_progress(store)["done"] == {"train": [], "val": []}
+    assert chunks_module.read_progress(store)["done"] == {"train": [], "val": []}
     images = store / "train_images.npy"  # allocated whole at the start, header and pixels
     header = np.lib.format.open_memmap(images, mode="r").offset
     assert images.stat().st_size == header + 36 * 256 * 256 * 3
@@ -377,7 +378,7 @@ def test_an_interrupt_while_the_store_is_set_up_leaves_its_folder_empty(sample_r
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(chunks, "atomic_write_json", interrupted)
+        patch.setattr(chunks_module, "atomic_write_json", interrupted)
         with pytest.raises(KeyboardInterrupt):
             prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False, store_format="jpeg")
     assert list(store.iterdir()) == [], "the chunk folders made so far are removed too"
@@ -511,7 +512,7 @@ def test_a_disk_that_fills_while_writing_jpeg_chunks_names_the_chunk_then_resume
         disk_full_at(patch, ".000002.bin.")  # the third chunk file of train
         with pytest.raises(StoreError, match=r"Not enough disk space for .*train_jpeg/000002\.bin: about [\d,]+ MB"):
             prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False, store_format="jpeg")
-    assert chunks.read_progress(store)["done"]["train"] == [0, 1]
+    assert chunks_module.read_progress(store)["done"]["train"] == [0, 1]
     assert not list(store.rglob(".*.tmp")), "no temporary is left behind"
     prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False, store_format="jpeg")
     assert all_files_of(store) == all_files_of(jpeg_store)

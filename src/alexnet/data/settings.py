@@ -26,7 +26,7 @@ class StoreSettings:
     @classmethod
     def from_manifest(cls, recorded: dict) -> StoreSettings:
         """The settings a manifest records (a raw store's chunk size is not recorded: the default stands in)."""
-        return cls(recorded["image_size"], recorded.get("format", "raw"), recorded.get("chunk_size", 256))
+        return cls(recorded["image_size"], recorded.get("format", "raw"), recorded.get("chunk_size", cls.chunk_size))
 
     def as_manifest(self) -> dict:
         """The manifest's and progress.json's "settings", as every version of this code has written them."""
