@@ -83,6 +83,8 @@ def chunk_tasks(layout: Layout, store_dir: Path, settings: StoreSettings, strict
 
 
 def process_chunk(task: ChunkTask) -> ChunkDone:
+    """In a worker: the chunk's items decoded and written, to a JPEG file of their own or to their slots of the
+    raw images (with each slot's digest), flushed before the chunk is reported done."""
     pixels, skipped = load_items(task.root, task.items, task.start, task.settings.image_size, task.strict)
     store_dir, split, chunk, start, count = task.store_dir, task.split, task.chunk, task.start, len(task.items)
     if task.settings.jpeg:
