@@ -33,7 +33,8 @@ from alexnet.base.runtime import keep_freed_memory
 from alexnet.data.augment import train_batch
 from alexnet.data.datamodule import ShardedBatchSampler, StoreBatches, decode_batch
 from alexnet.data.layout import discover
-from alexnet.data.prepare import load_image, prepare
+from alexnet.data.prepare import prepare
+from alexnet.data.preprocess import load_image
 from alexnet.data.sample import SampleSpec, make_sample
 from alexnet.data.store import Store
 

@@ -183,7 +183,11 @@ def child(task: dict) -> None:
     started = time.perf_counter()
     result: dict = {}
     if task["kind"] == "verify":
-        problems = prepare_module.verify(task["store"], progress_bar=False)
+        try:
+            from alexnet.data.verify import verify
+        except ImportError:  # a revision before prepare.py was split by role
+            verify = prepare_module.verify
+        problems = verify(task["store"], progress_bar=False)
         result.update(problems=len(problems))
     else:
         phases: dict[str, float] = {}
@@ -200,17 +204,20 @@ def child(task: dict) -> None:
             return wrapper
 
         prepare_module.discover = timed("discover", prepare_module.discover)
-        prepare_module._statistics = timed("statistics", prepare_module._statistics)
+        # the names prepare() calls them by: after prepare.py was split by role, then before
+        stats_name = "statistics" if hasattr(prepare_module, "statistics") else "_statistics"
+        record_name = next((name for name in ("record_chunk", "_record_chunk") if hasattr(prepare_module, name)), None)
+        setattr(prepare_module, stats_name, timed("statistics", getattr(prepare_module, stats_name)))
         records: list[float] = []
-        if hasattr(prepare_module, "_record_chunk"):  # an append per chunk (progress.jsonl)
-            record = prepare_module._record_chunk
+        if record_name is not None:  # an append per chunk (progress.jsonl)
+            record = getattr(prepare_module, record_name)
 
             def recorded(*args):
                 began = time.perf_counter()
                 record(*args)
                 records.append(time.perf_counter() - began)
 
-            prepare_module._record_chunk = recorded
+            setattr(prepare_module, record_name, recorded)
         else:  # before: progress.json rewritten whole per chunk (its first write is the header, before any chunk)
             write = prepare_module.atomic_write_json
 
@@ -230,7 +237,7 @@ def child(task: dict) -> None:
             progress_bar=False,
             store_format=task["format"],
         )
-        if not hasattr(prepare_module, "_record_chunk"):
+        if record_name is None:
             records = records[1:]
         tenth = max(1, len(records) // 10)
         result.update(
@@ -420,7 +427,7 @@ def bookkeeping(work: Path, chunks: int, repeats: int = 20) -> dict:
     far; after, one line appended to progress.jsonl and fsynced. The records are a JPEG store's (a checksum per
     chunk, the larger of the two formats' records)."""
     from alexnet.base.atomic import atomic_write_json
-    from alexnet.data import prepare as prepare_module
+    from alexnet.data.chunks import record_chunk
 
     def checksum(chunk):
         return {"size": 5_123_456, "xxh3": f"{chunk:032x}", "slots": [chunk * CHUNK, (chunk + 1) * CHUNK]}
@@ -452,7 +459,7 @@ def bookkeeping(work: Path, chunks: int, repeats: int = 20) -> dict:
         for chunk in range(done, done + repeats):
             began = time.perf_counter()
             record = {"split": "train", "chunk": chunk, "skipped": [], "checksum": checksum(chunk)}
-            prepare_module._record_chunk(folder, record)
+            record_chunk(folder, record)
             after.append(time.perf_counter() - began)
         out[done] = {
             "before_ms": 1000 * statistics.median(before),

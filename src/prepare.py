@@ -27,7 +27,8 @@ CONF = str(Path(__file__).resolve().parents[1] / "conf")
 @user_errors_reported
 def main(cfg: DictConfig) -> None:
     from alexnet.data.datamodule import ImageNetDataModule  # torch loads once the config has passed its checks
-    from alexnet.data.prepare import describe, upgrade, verify
+    from alexnet.data.upgrade import upgrade
+    from alexnet.data.verify import describe, verify
 
     datamodule = ImageNetDataModule(**plain(cfg.data))
     if cfg.upgrade:

@@ -15,11 +15,17 @@ import pytest
 import torchvision.transforms as T
 from PIL import Image
 
+from alexnet.data import chunks as chunks_module
 from alexnet.data import prepare as prepare_module
+from alexnet.data import space, stats
+from alexnet.data.identity import describe_source, listing
 from alexnet.data.layout import discover
-from alexnet.data.prepare import UnreadableImageError, _verify_images, describe, load_image, prepare, verify
+from alexnet.data.prepare import prepare
+from alexnet.data.preprocess import RESIZE, UnreadableImageError, load_image
 from alexnet.data.sample import SampleSpec, make_sample
+from alexnet.data.settings import StoreSettings
 from alexnet.data.store import Store, StoreError, write_manifest
+from alexnet.data.verify import _verify_images, describe, verify
 
 ROOT = Path(__file__).parents[1]
 
@@ -94,9 +100,9 @@ def test_mean_image_and_pca_equal_numpy_on_the_same_pixels(sample_store):
 
 def test_the_manifest_records_the_classes_and_the_items_the_slots_were_assigned_from(sample_store, sample_root):
     manifest, layout = Store.open(sample_store).manifest, discover(sample_root)
-    assert manifest["settings"] == {"image_size": 256, "resize": prepare_module.RESIZE}
+    assert manifest["settings"] == {"image_size": 256, "resize": RESIZE}
     assert manifest["wnids"] == layout.wnids and manifest["num_classes"] == 6
-    assert manifest["source"]["listing"] == prepare_module._listing(layout)
+    assert manifest["source"]["listing"] == listing(layout)
     assert manifest["source"]["form"] == "flat val with devkit"
 
 
@@ -112,7 +118,7 @@ def test_each_eigenvector_is_signed_so_that_its_components_sum_to_at_least_zero(
     pixels = np.clip(np.round((0.5 + noise @ axes.T) * 255), 0, 255).astype(np.uint8)
     np.save(tmp_path / "train_images.npy", pixels.reshape(32, 64, 64, 3))
     np.save(tmp_path / "train_labels.npy", np.zeros(32, np.int16))
-    _, eigval, eigvec = prepare_module._statistics(tmp_path, {"image_size": 64}, 1, False)
+    _, eigval, eigvec = stats.statistics(tmp_path, StoreSettings(64), 1, False)
     np.testing.assert_allclose(eigval, variances, rtol=0.05)
     np.testing.assert_allclose(eigvec, axes, atol=0.1)
 
@@ -120,8 +126,8 @@ def test_each_eigenvector_is_signed_so_that_its_components_sum_to_at_least_zero(
 def test_statistics_do_not_depend_on_how_the_training_images_are_cut_into_chunks(jpeg_store):
     """One image per chunk: each chunk of one readable image, and the skipped image's chunk of none."""
     store = Store.open(jpeg_store)
-    mean, eigval, eigvec = prepare_module._statistics(
-        jpeg_store, store.manifest["settings"], workers=1, progress_bar=False, chunk_size=1
+    mean, eigval, eigvec = stats.statistics(
+        jpeg_store, StoreSettings.from_manifest(store.manifest["settings"]), workers=1, progress_bar=False, chunk_size=1
     )
     np.testing.assert_allclose(mean, store.mean, rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(eigval, store.eigval, rtol=1e-6)
@@ -151,7 +157,7 @@ def test_a_store_that_another_job_completed_from_another_source_while_this_one_w
     a, b = tiny_sample(tmp_path / "a", seed=1), tiny_sample(tmp_path / "b", seed=2)
     made_from_a = tmp_path / "from_a"
     prepare(a, made_from_a, image_size=32, workers=1, progress_bar=False)
-    store, real = tmp_path / "store", prepare_module.exclusive
+    store, real = tmp_path / "store", chunks_module.exclusive
 
     @contextlib.contextmanager
     def the_other_job_finishes_first(lock_path, what):
@@ -159,7 +165,7 @@ def test_a_store_that_another_job_completed_from_another_source_while_this_one_w
             shutil.copytree(made_from_a, store, dirs_exist_ok=True)
             yield
 
-    monkeypatch.setattr(prepare_module, "exclusive", the_other_job_finishes_first)
+    monkeypatch.setattr(chunks_module, "exclusive", the_other_job_finishes_first)
     with pytest.raises(StoreError, match=rf"made from {re.escape(str(a))} .*not from data\.root={re.escape(str(b))}"):
         prepare(b, store, image_size=32, workers=1, progress_bar=False)
     assert all_files_of(store) == all_files_of(made_from_a)
@@ -193,7 +199,7 @@ def files_of(store):
 
 def prepare_killed_after(chunks, monkeypatch, root, store, **kwargs):
     """prepare() stopped as by a kill (KeyboardInterrupt) once `chunks` chunks are written."""
-    real = prepare_module._process_chunk
+    real = prepare_module.process_chunk
     calls = {"n": 0}
 
     def dies_after_some_chunks(task):
@@ -203,7 +209,7 @@ def prepare_killed_after(chunks, monkeypatch, root, store, **kwargs):
         return real(task)
 
     with monkeypatch.context() as patch:
-        patch.setattr(prepare_module, "_process_chunk", dies_after_some_chunks)
+        patch.setattr(prepare_module, "process_chunk", dies_after_some_chunks)
         with pytest.raises(KeyboardInterrupt):
             prepare(root, store, workers=1, chunk_size=8, progress_bar=False, **kwargs)
 
@@ -214,7 +220,7 @@ def test_interrupted_preparation_resumes_to_an_identical_store(sample_root, samp
     assert not (store / "manifest.json").exists(), "an interrupted store never claims to be complete"
     with pytest.raises(StoreError, match="no manifest.json"):
         Store.open(store)
-    progress = prepare_module._read_progress(store)
+    progress = chunks_module.read_progress(store)
     assert sum(len(done) for done in progress["done"].values()) == 3
     assert len((store / "progress.jsonl").read_bytes().splitlines()) == 3  # a line per chunk, nothing rewritten
     prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False)
@@ -229,9 +235,11 @@ def test_a_log_line_that_a_kill_cut_short_is_no_record_and_its_chunk_is_done_aga
     log = store / "progress.jsonl"
     lines = log.read_bytes().splitlines(keepends=True)
     log.write_bytes(b"".join(lines[:2]) + lines[2][:-9])  # the third line was being written when the kill came
-    assert prepare_module._read_progress(store)["done"] == {"train": [0, 1], "val": []}
-    real, redone = prepare_module._process_chunk, []
-    monkeypatch.setattr(prepare_module, "_process_chunk", lambda task: redone.append(task[2:4]) or real(task))
+    assert chunks_module.read_progress(store)["done"] == {"train": [0, 1], "val": []}
+    real, redone = prepare_module.process_chunk, []
+    monkeypatch.setattr(
+        prepare_module, "process_chunk", lambda task: redone.append((task.split, task.chunk)) or real(task)
+    )
     prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False)
     assert redone[0] == ("train", 2) and ("train", 1) not in redone
     assert files_of(store) == files_of(sample_store)
@@ -242,7 +250,7 @@ def test_preparation_killed_before_its_first_chunk_resumes_to_an_identical_store
 ):
     store = tmp_path / "store"
     prepare_killed_after(0, monkeypatch, sample_root, store)
-    assert prepare_module._read_progress(store)["done"] == {"train": [], "val": []}
+    assert chunks_module.read_progress(store)["done"] == {"train": [], "val": []}
     images = store / "train_images.npy"  # allocated whole at the start, header and pixels
     header = np.lib.format.open_memmap(images, mode="r").offset
     assert images.stat().st_size == header + 36 * 256 * 256 * 3
@@ -289,8 +297,13 @@ def test_the_stores_bytes_do_not_depend_on_the_order_in_which_workers_finish(tmp
         image.write_bytes(b"not a JPEG")
     in_order = prepare(root, tmp_path / "in_order", image_size=32, workers=1, chunk_size=1, progress_bar=False)
     assert len(in_order["splits"]["train"]["skipped"]) == 2
+
     # the chunks of one image each finish last to first (the statistics are one task here)
-    monkeypatch.setattr(prepare_module, "_pool_map", lambda function, tasks, workers: reversed([*map(function, tasks)]))
+    def last_to_first(function, tasks, workers):
+        return reversed([*map(function, tasks)])
+
+    monkeypatch.setattr(prepare_module, "pool_map", last_to_first)
+    monkeypatch.setattr(stats, "pool_map", last_to_first)
     prepare(root, tmp_path / "reversed", image_size=32, workers=2, chunk_size=1, progress_bar=False)
     assert all_files_of(tmp_path / "reversed") == all_files_of(tmp_path / "in_order")
 
@@ -338,16 +351,16 @@ def test_full_disk_is_a_clear_error_and_no_complete_store(sample_root, sample_st
 def test_the_space_a_store_needs_is_estimated_from_its_images(sample_root, sample_store, jpeg_store):
     layout = discover(sample_root)
     raw = sum(p.stat().st_size for p in sample_store.rglob("*") if p.is_file())
-    raw_estimate = prepare_module._store_bytes(layout, Store.open(sample_store).manifest["settings"])
+    raw_estimate = space.store_bytes(layout, StoreSettings.from_manifest(Store.open(sample_store).manifest["settings"]))
     assert 0.99 * raw <= raw_estimate <= 1.01 * raw  # the pixels' bytes are known
     jpeg = sum(p.stat().st_size for p in jpeg_store.rglob("*") if p.is_file())
-    jpeg_estimate = prepare_module._store_bytes(layout, Store.open(jpeg_store).manifest["settings"])
+    jpeg_estimate = space.store_bytes(layout, StoreSettings.from_manifest(Store.open(jpeg_store).manifest["settings"]))
     assert jpeg <= jpeg_estimate <= raw_estimate / 3  # JPEGs' sizes vary: room to spare, still far below raw
 
 
 def test_a_disk_without_room_for_the_store_is_refused_before_anything_is_written(sample_root, tmp_path, monkeypatch):
-    settings = prepare_module._settings(256, "raw", 256)
-    needed = prepare_module._store_bytes(discover(sample_root), settings)
+    settings = StoreSettings(256, "raw", 256)
+    needed = space.store_bytes(discover(sample_root), settings)
     real = shutil.disk_usage
     monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=needed - 1))
     store = tmp_path / "short"
@@ -365,7 +378,7 @@ def test_an_interrupt_while_the_store_is_set_up_leaves_its_folder_empty(sample_r
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(prepare_module, "atomic_write_json", interrupted)
+        patch.setattr(chunks_module, "atomic_write_json", interrupted)
         with pytest.raises(KeyboardInterrupt):
             prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False, store_format="jpeg")
     assert list(store.iterdir()) == [], "the chunk folders made so far are removed too"
@@ -461,7 +474,7 @@ def test_jpeg_store_holds_the_raw_stores_images_as_quality_90_jpegs(jpeg_store, 
     ours, raw = Store.open(jpeg_store), Store.open(sample_store)
     assert ours.format == "jpeg" and ours.manifest["settings"] == {
         "image_size": 256,
-        "resize": prepare_module.RESIZE,
+        "resize": RESIZE,
         "format": "jpeg",
         "quality": 90,
         "chunk_size": 8,  # a resumed run must keep it: it places the images in the chunk files
@@ -499,7 +512,7 @@ def test_a_disk_that_fills_while_writing_jpeg_chunks_names_the_chunk_then_resume
         disk_full_at(patch, ".000002.bin.")  # the third chunk file of train
         with pytest.raises(StoreError, match=r"Not enough disk space for .*train_jpeg/000002\.bin: about [\d,]+ MB"):
             prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False, store_format="jpeg")
-    assert prepare_module._read_progress(store)["done"]["train"] == [0, 1]
+    assert chunks_module.read_progress(store)["done"]["train"] == [0, 1]
     assert not list(store.rglob(".*.tmp")), "no temporary is left behind"
     prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False, store_format="jpeg")
     assert all_files_of(store) == all_files_of(jpeg_store)
@@ -704,9 +717,9 @@ def test_the_space_a_store_already_takes_counts_the_blocks_its_files_hold(tmp_pa
     (tmp_path / "part" / "images.npy").write_bytes(data)
     (tmp_path / "sparse.npy").touch()
     os.truncate(tmp_path / "sparse.npy", 64 << 20)  # reserved by size, not by blocks: takes (almost) nothing
-    assert 8 << 20 <= prepare_module._on_disk(tmp_path) <= (8 << 20) + (8 << 10)  # a block or two of metadata
+    assert 8 << 20 <= space._on_disk(tmp_path) <= (8 << 20) + (8 << 10)  # a block or two of metadata
 
 
 def test_a_source_is_described_by_its_sample_spec_or_its_fingerprint():
-    assert prepare_module.describe_source({"root": "/d", "sample": "S(1)"}) == "/d (sample S(1))"
-    assert prepare_module.describe_source({"root": "/d", "fingerprint": "ab12"}) == "/d (fingerprint ab12)"
+    assert describe_source({"root": "/d", "sample": "S(1)"}) == "/d (sample S(1))"
+    assert describe_source({"root": "/d", "fingerprint": "ab12"}) == "/d (fingerprint ab12)"

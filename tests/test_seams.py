@@ -12,7 +12,7 @@ from PIL import Image
 
 from alexnet.data.augment import eval_batch, train_batch
 from alexnet.data.datamodule import ImageNetDataModule
-from alexnet.data.prepare import load_image
+from alexnet.data.preprocess import load_image
 from alexnet.data.store import Store
 from alexnet.training.evaluation import evaluate
 from alexnet.training.module import AlexNetModule

@@ -17,7 +17,7 @@ import xxhash
 
 from alexnet.base.atomic import json_bytes
 from alexnet.data.layout import LayoutError, source_fingerprint
-from alexnet.data.prepare import prepare, upgrade, verify
+from alexnet.data.prepare import prepare
 from alexnet.data.store import (
     Store,
     StoreError,
@@ -27,6 +27,8 @@ from alexnet.data.store import (
     jpeg_index_path,
     write_manifest,
 )
+from alexnet.data.upgrade import upgrade
+from alexnet.data.verify import verify
 from alexnet.training.resume import disagreements
 from test_layout import official_archives
 from test_prepare import all_files_of, flip_bit, noise_image, tiny_sample
@@ -150,7 +152,7 @@ def test_verify_reads_the_images_without_keeping_them_resident(tmp_path):
         f"""
         import resource, numpy as np
         from pathlib import Path
-        from alexnet.data.prepare import _verify_images
+        from alexnet.data.verify import _verify_images
         from alexnet.data.store import image_digest
         root = Path({str(tmp_path)!r})
         images = np.lib.format.open_memmap(root / "i.npy", "w+", np.uint8, (683, 256, 256, 3))
@@ -313,9 +315,9 @@ def test_a_store_of_the_previous_version_is_upgraded_in_place_without_decoding(t
     with pytest.raises(StoreError, match="upgrade=true"):
         prepare(root, store, image_size=32, workers=1, progress_bar=False)
 
-    import alexnet.data.prepare as prepare_module
+    import alexnet.data.preprocess as preprocess
 
-    monkeypatch.setattr(prepare_module, "load_image", lambda *a: pytest.fail("an image was decoded"))
+    monkeypatch.setattr(preprocess, "load_image", lambda *a: pytest.fail("an image was decoded"))
     copy = shutil.copytree(root, tmp_path / "copy")  # upgraded with a copy of its data.root: the listing matches
     assert "upgraded to version 3 (no image decoded): the listing of data.root" in upgrade(store, copy)
     after = all_files_of(store)

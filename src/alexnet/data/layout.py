@@ -161,6 +161,13 @@ def _flat_archive(path: Path, oddities: list) -> list[tuple[str, Member]]:
         return _members(tar, path.name, 0, path.name, oddities)
 
 
+def _archived_file(tar: tarfile.TarFile, archive: Path, name: str) -> bytes:
+    member = tar.extractfile(f"{DEVKIT_NAME}/{name}")  # KeyError: not in the archive; None: not a regular file
+    if member is None:
+        raise LayoutError(f"{archive}: {DEVKIT_NAME}/{name} is not a regular file: extract a complete devkit.")
+    return member.read()
+
+
 def read_devkit(root: Path) -> tuple[list[int], dict[int, tuple[str, str]]] | None:
     """(validation ILSVRC2012_IDs in file-name order, {ILSVRC2012_ID: (wnid, words)} of the leaf synsets),
     from the extracted devkit or its archive; None when there is no devkit."""
@@ -169,8 +176,7 @@ def read_devkit(root: Path) -> tuple[list[int], dict[int, tuple[str, str]]] | No
         truth, meta = (folder / GROUND_TRUTH).read_bytes(), (folder / META).read_bytes()
     elif archive.is_file():
         with tarfile.open(archive) as tar:
-            truth = tar.extractfile(f"{DEVKIT_NAME}/{GROUND_TRUTH}").read()
-            meta = tar.extractfile(f"{DEVKIT_NAME}/{META}").read()
+            truth, meta = (_archived_file(tar, archive, name) for name in (GROUND_TRUTH, META))
     else:
         return None
     from scipy.io import loadmat  # only the devkit needs it
@@ -198,6 +204,29 @@ def discover(root: str | Path) -> Layout:
         raise LayoutError(f"Layout of data.root={root} not recognised: found {found}. Accepted: {ACCEPTED}.")
     members: dict[str, Member] = {}
     oddities: list[dict[str, str]] = []
+    wnids, train, train_form = _discover_train(root, members, oddities)
+    devkit = read_devkit(root)
+    class_names = list(wnids)
+    if devkit is not None:
+        leaves = dict(devkit[1].values())
+        class_names = [leaves.get(w, w) for w in wnids]
+        if set(leaves) != set(wnids):
+            train_source = train_dir if train_dir.is_dir() else train_tar
+            raise LayoutError(
+                f"The devkit under {root} names {len(leaves)} classes but {train_source} has {len(wnids)} "
+                f"classes, and they differ (e.g. {sorted(set(leaves) ^ set(wnids))[:3]}). Use the devkit that "
+                "belongs to this training set."
+            )
+    val, val_form = _discover_val(root, {wnid: i for i, wnid in enumerate(wnids)}, devkit, members, oddities)
+    if not train or not val:
+        raise LayoutError(f"No images found under {root} (train: {len(train)}, val: {len(val)}).")
+    return Layout(root, wnids, class_names, train, val, train_form + val_form, members, oddities)
+
+
+def _discover_train(root: Path, members: dict, oddities: list) -> tuple[list[str], list[tuple[str, int]], str]:
+    """(sorted wnids, [(item path, class index), ...], the form's words) of train/ or the training archive, whose
+    members are added to `members`; a class without images is refused."""
+    train_dir, train_tar = root / "train", root / TRAIN_ARCHIVE
     if train_dir.is_dir():
         folders, loose = _class_folders(train_dir, root, oddities)
         for path in loose:
@@ -205,14 +234,14 @@ def discover(root: str | Path) -> Layout:
         per_class = {wnid: [str(p.relative_to(root)) for p in images] for wnid, images in folders.items()}
         if not per_class:
             raise LayoutError(f"{train_dir} has no class folders (train/<wnid>/*.JPEG). Accepted: {ACCEPTED}.")
-        train_form = ""
+        form = ""
     else:
         indexed = _train_archive(train_tar, oddities)
         if not indexed:
             raise LayoutError(f"{train_tar} holds no per-class archives (<wnid>.tar): is it the official file?")
         per_class = {wnid: [path for path, _ in items] for wnid, items in indexed.items()}
         members.update(item for items in indexed.values() for item in items)
-        train_form = "train archive, "
+        form = "train archive, "
     empty = [wnid for wnid, items in per_class.items() if not items]
     if empty:
         where = [str(train_dir / w) if train_dir.is_dir() else f"{train_tar}/{w}.tar" for w in empty[:5]]
@@ -222,20 +251,15 @@ def discover(root: str | Path) -> Layout:
             "class archive), or put its images back."
         )
     wnids = sorted(per_class)
-    index = {wnid: i for i, wnid in enumerate(wnids)}
-    train = [(path, index[wnid]) for wnid in wnids for path in per_class[wnid]]
-    train_source = train_dir if train_dir.is_dir() else train_tar
-    devkit = read_devkit(root)
-    class_names = list(wnids)
-    if devkit is not None:
-        leaves = dict(devkit[1].values())
-        class_names = [leaves.get(w, w) for w in wnids]
-        if set(leaves) != set(wnids):
-            raise LayoutError(
-                f"The devkit under {root} names {len(leaves)} classes but {train_source} has {len(wnids)} "
-                f"classes, and they differ (e.g. {sorted(set(leaves) ^ set(wnids))[:3]}). Use the devkit that "
-                "belongs to this training set."
-            )
+    return wnids, [(path, index) for index, wnid in enumerate(wnids) for path in per_class[wnid]], form
+
+
+def _discover_val(
+    root: Path, index: dict[str, int], devkit: tuple | None, members: dict, oddities: list
+) -> tuple[list[tuple[str, int]], str]:
+    """([(item path, class index), ...], the form's words) of val/ (class folders, or flat and labelled by the
+    devkit) or the validation archive (labelled by the devkit), whose members are added to `members`."""
+    val_dir, val_tar = root / "val", root / VAL_ARCHIVE
     val_classes, loose = _class_folders(val_dir, root, oddities) if val_dir.is_dir() else ({}, [])
     if val_classes:
         if loose:  # a flat val/ with a stray folder would otherwise be read as that folder's images alone
@@ -251,32 +275,28 @@ def discover(root: str | Path) -> Layout:
         for name, images in val_classes.items():
             if not images:
                 _odd(oddities, root, val_dir / name, "an empty class folder: no validation images of this class")
-        val_form = "class folders"
+        return val, "class folders"
+    val_source = val_dir if val_dir.is_dir() else val_tar
+    if devkit is None:
+        raise LayoutError(
+            f"{val_source} is flat but no devkit labels it: put {DEVKIT_NAME}/ (extracted) or "
+            f"{DEVKIT_NAME}.tar.gz in {root}, or sort val/ into class folders. Accepted: {ACCEPTED}."
+        )
+    if val_dir.is_dir():
+        files = [str(p.relative_to(root)) for p in loose]
+        form = "flat val with devkit"
     else:
-        val_source = val_dir if val_dir.is_dir() else val_tar
-        if devkit is None:
-            raise LayoutError(
-                f"{val_source} is flat but no devkit labels it: put {DEVKIT_NAME}/ (extracted) or "
-                f"{DEVKIT_NAME}.tar.gz in {root}, or sort val/ into class folders. Accepted: {ACCEPTED}."
-            )
-        if val_dir.is_dir():
-            files = [str(p.relative_to(root)) for p in loose]
-            val_form = "flat val with devkit"
-        else:
-            found = _flat_archive(val_tar, oddities)
-            members.update(found)
-            files = [path for path, _ in found]
-            val_form = "val archive with devkit"
-        ids, leaves = devkit
-        if len(files) != len(ids):
-            raise LayoutError(
-                f"{val_source} has {len(files)} images but the devkit's ground truth has {len(ids)} labels; "
-                "the validation set is incomplete or the devkit is for another set."
-            )
-        val = [(path, index[leaves[i][0]]) for path, i in zip(files, ids, strict=True)]
-    if not train or not val:
-        raise LayoutError(f"No images found under {root} (train: {len(train)}, val: {len(val)}).")
-    return Layout(root, wnids, class_names, train, val, train_form + val_form, members, oddities)
+        found = _flat_archive(val_tar, oddities)
+        members.update(found)
+        files = [path for path, _ in found]
+        form = "val archive with devkit"
+    ids, leaves = devkit
+    if len(files) != len(ids):
+        raise LayoutError(
+            f"{val_source} has {len(files)} images but the devkit's ground truth has {len(ids)} labels; "
+            "the validation set is incomplete or the devkit is for another set."
+        )
+    return [(path, index[leaves[i][0]]) for path, i in zip(files, ids, strict=True)], form
 
 
 def source_fingerprint(root: str | Path) -> dict:

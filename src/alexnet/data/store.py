@@ -21,7 +21,7 @@ or the sample's spec) and every file's size and xxh3-128 checksum (`files`); the
 slot against the digests file instead, so a changed byte is traced to its image. Opening a store checks the
 manifest against its own checksum, what it says against itself (class count, file list, labels), every small file
 by content and the image files by size; `python src/prepare.py data.store_dir=... verify=true`
-(alexnet.data.prepare.verify) reads every byte.
+(alexnet.data.verify.verify) reads every byte.
 
 Raw uint8 is the default for the loader: reading a raw image is a memory copy, which keeps CPU work per
 image near zero. JPEG is 8-10x smaller on disk (22 GB for ILSVRC's training set instead of 252 GB) and is
@@ -47,7 +47,7 @@ from alexnet.base.errors import UserError
 # 2: the manifest holds the source's fingerprint and every file's checksum; 3: and its own checksum, and the
 # source's identity is its listing (names and sizes), not modification times
 STORE_VERSION = 3
-UPGRADABLE = (2,)  # versions alexnet.data.prepare.upgrade brings to this one without decoding an image
+UPGRADABLE = (2,)  # versions alexnet.data.upgrade.upgrade brings to this one without decoding an image
 MANIFEST_CHECKSUM = "manifest_xxh3"
 DIFFERS = "the bytes differ from those prepared (checksum mismatch)"
 RESTORE = "Restore the store from a copy, or delete it and prepare it again."

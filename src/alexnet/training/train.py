@@ -18,7 +18,7 @@ from alexnet.base.checkpoints import read_checkpoint
 from alexnet.base.config import plain
 from alexnet.base.errors import ConfigError, UserError
 from alexnet.data.datamodule import ImageNetDataModule
-from alexnet.data.prepare import describe_source
+from alexnet.data.identity import describe_source
 from alexnet.data.store import Store
 from alexnet.network.model import AlexNet
 from alexnet.training.callbacks import RecordAttempt
