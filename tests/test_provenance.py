@@ -64,7 +64,7 @@ def test_the_class_count_comes_from_the_store_and_the_run_says_what_it_trains_an
         "images     35 train (1 skipped), 18 val\n",
         "epochs     1\n",
         "batch      8\n",
-        "lr         0.002 (paper rule",
+        "lr         0.001 (paper rule",
         "device     cpu x 1",
         "precision  32-true\n",
     ):

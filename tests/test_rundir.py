@@ -75,7 +75,7 @@ def test_resuming_with_other_settings_lists_every_disagreement_naming_both_value
     message = str(refused.value)
     for line in (
         "model.columns: checkpoint 2, this command 1",
-        "optim.lr: checkpoint 0.002, this command 0.02",
+        "optim.lr: checkpoint 0.001, this command 0.02",
         "data.pca_lighting: checkpoint 0.1, this command 0",
         "seed: checkpoint 0, this command 3",
     ):
