@@ -12,7 +12,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 from alexnet.data.prepare import prepare
 from alexnet.data.sample import SampleSpec, make_sample
-from fast_run import FAST, narrow_network
+from fast_run import FAST, ROOT, narrow_network
 
 
 def pytest_configure(config):
@@ -65,7 +65,7 @@ def narrow():
         yield
 
 
-CONF = os.path.join(os.path.dirname(__file__), "..", "conf")
+CONF = ROOT / "conf"
 
 
 def compose_config(tmp: Path, *overrides: str, run: str = "run", data_dir: Path | None = None):
@@ -80,7 +80,7 @@ def compose_config(tmp: Path, *overrides: str, run: str = "run", data_dir: Path 
     import alexnet.base.config  # noqa: F401
 
     GlobalHydra.instance().clear()
-    with initialize_config_dir(os.path.abspath(CONF), version_base="1.3"):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = hydra_compose(
             "config",
             overrides=[f"paths.data_dir={data_dir or tmp / 'data'}", f"paths.log_dir={tmp / 'logs'}", *overrides],

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parents[1]
+from fast_run import ROOT
 
 
 def run_benchmark(name: str, *args: str, cwd: Path) -> str:

@@ -15,15 +15,14 @@ import torch
 
 from alexnet.training.rundir import PREVIOUS
 from fast_run import FAST as FAST_RUN
+from fast_run import ROOT, script_env
 
-ROOT = Path(__file__).parents[1]
 FAST = [*FAST_RUN, "hydra.run.dir=run"]
 
 
 def start(tmp_path, *overrides, environment=None):
     # recorders.FirstStep appends where each fit's training started to first_steps.txt.
-    path = os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": path, **(environment or {})}
+    env = script_env(**(environment or {}))
     record = [
         "+callbacks.first_step._target_=recorders.FirstStep",
         f"+callbacks.first_step.path={tmp_path}/first_steps.txt",

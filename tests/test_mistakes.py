@@ -2,7 +2,6 @@
 key and the valid choices, or the command to run instead; a non-zero exit, no traceback, and no run folder left
 behind (a folder that a previous run left anything in is kept)."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +12,7 @@ from omegaconf import open_dict, read_write
 
 from alexnet.base.errors import ConfigError
 from alexnet.training.rundir import user_errors_reported
-
-ROOT = Path(__file__).parents[1]
+from fast_run import ROOT, script_env
 
 
 def run(tmp_path, script, *overrides, **env):
@@ -23,7 +21,7 @@ def run(tmp_path, script, *overrides, **env):
     return subprocess.run(
         [sys.executable, str(ROOT / "src" / script), *paths, *overrides],
         cwd=tmp_path,
-        env={**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", **env},
+        env=script_env(HYDRA_FULL_ERROR="0", **env),
         capture_output=True,
         text=True,
         timeout=300,

@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +19,7 @@ from alexnet.data.layout import discover
 from alexnet.data.prepare import UnreadableImageError, _verify_images, describe, load_image, prepare, verify
 from alexnet.data.sample import SampleSpec, make_sample
 from alexnet.data.store import Store, StoreError, write_manifest
-
-ROOT = Path(__file__).parents[1]
+from fast_run import ROOT
 
 
 def noise_image(size, seed=0):

@@ -28,10 +28,9 @@ from alexnet.data.store import (
     write_manifest,
 )
 from alexnet.training.resume import disagreements
+from fast_run import ROOT
 from test_layout import official_archives
 from test_prepare import all_files_of, flip_bit, noise_image, tiny_sample
-
-ROOT = Path(__file__).parents[1]
 
 
 @pytest.fixture
