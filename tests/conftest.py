@@ -123,3 +123,20 @@ def paper_run(tmp_path_factory, run_data_dir):
         results = train(cfg)
     GlobalHydra.instance().clear()
     return results, printed.getvalue()
+
+
+@pytest.fixture(scope="session")
+def narrow_run(tmp_path_factory, run_data_dir):
+    """The folder holding `run`: one epoch of the narrow network on the sample set, its checkpoints but no final
+    evaluation (a finished run would be resumed as done, before any check), for tests that read it or resume it in
+    a way that is refused and leaves it as it was. Composed with compose_config(folder, ..., data_dir=run_data_dir),
+    a test's config names that run."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from alexnet.training.train import train
+
+    folder = tmp_path_factory.mktemp("narrow_run")
+    with narrow_network(), contextlib.redirect_stdout(io.StringIO()):
+        train(compose_config(folder, *FAST, "trainer.max_epochs=1", "evaluate=false", data_dir=run_data_dir))
+    GlobalHydra.instance().clear()
+    return folder
