@@ -184,12 +184,14 @@ def test_a_jpeg_store_of_more_chunk_files_than_the_open_file_limit_is_read_in_an
     script = textwrap.dedent(
         f"""
         import resource, numpy as np
-        from alexnet.data.store import JpegReader, decode_jpeg
+        from pathlib import Path
+        from alexnet.data.store import JpegReader, decode_jpeg, jpeg_chunk_path
         resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
         reader = JpegReader({str(tmp_path)!r}, "train")
         for slot in np.random.default_rng(0).integers(0, {chunks}, 3000):
             assert abs(int(decode_jpeg(reader.encoded(int(slot))).mean()) - slot % 256) <= 2, slot
-        print(len(reader._files))
+        folder = jpeg_chunk_path(Path({str(tmp_path)!r}), "train", 0).parent.resolve()
+        print(sum(fd.exists() and fd.resolve().parent == folder for fd in Path("/proc/self/fd").iterdir()))
         """
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
