@@ -39,7 +39,7 @@ def left_behind(tmp_path) -> list[str]:
     return sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "logs").rglob("*"))
 
 
-@pytest.mark.parametrize("override", ["model.dropuot=0", "+model.dropuot=0"])
+@pytest.mark.parametrize("override", ["model.dropuot=0", pytest.param("+model.dropuot=0", marks=pytest.mark.slow)])
 def test_a_mistyped_key_is_refused_before_hydra_naming_the_closest_key_and_the_groups_keys(tmp_path, override):
     # `+` opens the structured config: Hydra's own advice for model.dropuot=0, and the network refused it later
     said = refused(run(tmp_path, "train.py", override), code=2)
@@ -47,7 +47,7 @@ def test_a_mistyped_key_is_refused_before_hydra_naming_the_closest_key_and_the_g
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("command", [["trainer=gpu"], ["experiment=full"]])
+@pytest.mark.parametrize("command", [["trainer=gpu"], pytest.param(["experiment=full"], marks=pytest.mark.slow)])
 def test_a_gpu_trainer_without_cuda_is_refused_saying_to_use_trainer_cpu(tmp_path, command):
     said = refused(run(tmp_path, "train.py", *command, CUDA_VISIBLE_DEVICES=""), code=2)
     assert "trainer=gpu (trainer.accelerator=gpu): needs a CUDA GPU" in said and "use trainer=cpu" in said

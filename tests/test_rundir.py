@@ -24,6 +24,7 @@ def results(run: Path) -> dict:
     return json.loads((run / "results.json").read_text())
 
 
+@pytest.mark.slow  # four runs end to end
 def test_a_rerun_sets_the_earlier_run_aside_whole_says_where_and_writes_its_own_results(
     compose, tmp_path, run_data_dir, narrow, capsys
 ):

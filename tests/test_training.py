@@ -113,6 +113,7 @@ def add_callback(monkeypatch, callback: L.Callback) -> None:
     monkeypatch.setattr(training, "instantiate", with_callback)
 
 
+@pytest.mark.slow  # three runs end to end
 def test_resume_from_last_starts_at_the_checkpoint_and_equals_an_uninterrupted_run(
     compose, tmp_path, run_data_dir, narrow, monkeypatch
 ):
@@ -269,6 +270,7 @@ def training_losses(compose, seed: int, run: str, tmp_path, data_dir) -> list[st
     return [r.split(",")[column] for r in rows[1:] if r.split(",")[column]]
 
 
+@pytest.mark.slow  # three runs end to end
 def test_the_same_seed_gives_identical_losses_on_the_cpu_and_another_seed_does_not(
     compose, tmp_path, run_data_dir, narrow
 ):
