@@ -51,6 +51,14 @@ def sample_store(sample_root, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def jpeg_store(sample_root, tmp_path_factory):
+    """The sample set as a JPEG store, prepared by two workers (the pool's path; sample_store takes the other)."""
+    store = tmp_path_factory.mktemp("jpeg") / "store"
+    prepare(sample_root, store, workers=2, chunk_size=8, progress_bar=False, store_format="jpeg")
+    return store
+
+
+@pytest.fixture(scope="session")
 def run_data_dir(tmp_path_factory):
     """paths.data_dir for runs that train on the sample set rather than test its preparation (which
     tests/test_prepare.py, tests/test_layout.py and tests/test_config.py do, each in its own folder): the

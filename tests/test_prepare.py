@@ -448,13 +448,6 @@ def all_files_of(store):
     return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def jpeg_store(sample_root, tmp_path_factory):
-    store = tmp_path_factory.mktemp("jpeg") / "store"
-    prepare(sample_root, store, workers=2, chunk_size=8, progress_bar=False, store_format="jpeg")
-    return store
-
-
 def test_jpeg_store_holds_the_raw_stores_images_as_quality_90_jpegs(jpeg_store, sample_store):
     ours, raw = Store.open(jpeg_store), Store.open(sample_store)
     assert ours.format == "jpeg" and ours.manifest["settings"] == {

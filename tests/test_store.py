@@ -41,13 +41,6 @@ def copy_of(tmp_path):
     return copy
 
 
-@pytest.fixture(scope="module")
-def jpeg_store(sample_root, tmp_path_factory):
-    store = tmp_path_factory.mktemp("jpeg") / "store"
-    prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False, store_format="jpeg")
-    return store
-
-
 def manifest_of(store) -> dict:
     return json.loads((store / "manifest.json").read_text())
 
