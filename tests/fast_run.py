@@ -4,6 +4,8 @@ and the environment for the repository's scripts run in a subprocess."""
 
 import contextlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +50,9 @@ def script_env(**extra: str) -> dict[str, str]:
     name the callbacks in tests/recorders.py)."""
     path = os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))
     return {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": path, **extra}
+
+
+def run_script(script: Path, *args: str, cwd: Path, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    """`python script *args` in `cwd`, as a user runs it (script_env with `env`), its output captured as text."""
+    command = [sys.executable, str(script), *args]
+    return subprocess.run(command, cwd=cwd, env=script_env(**env), capture_output=True, text=True, timeout=timeout)

@@ -2,8 +2,6 @@
 the machine has; overrides that contradict the checkpoint are refused, naming both values."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from alexnet.network.model import AlexNet
 from alexnet.training.evaluation import evaluate_checkpoints
 from alexnet.training.results import ERRORS
 from alexnet.training.train import train
-from fast_run import FAST, ROOT, SMALL, script_env
+from fast_run import FAST, ROOT, SMALL, run_script
 
 NO_DATA = [o for o in FAST if not o.startswith(("data.", "model."))]  # data and network: the checkpoint's
 
@@ -56,15 +54,7 @@ def test_the_readmes_eval_command_works_on_a_cpu_machine_with_the_checkpoints_da
     """`python src/eval.py experiment=full ckpt_path=FILE`: experiment=full trains on GPUs and ImageNet; the
     checkpoint came from the sample set on the CPU. eval.py takes the data and the network from the checkpoint
     and the accelerator from the machine, and prints the errors it writes."""
-    env = script_env()
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "src" / "eval.py"), "experiment=full", f"ckpt_path={trained['checkpoint']}"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_script(ROOT / "src" / "eval.py", "experiment=full", f"ckpt_path={trained['checkpoint']}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     (path,) = tmp_path.glob("logs/eval/*/results.json")
     results = json.loads(path.read_text())

@@ -2,8 +2,6 @@
 key and the valid choices, or the command to run instead; a non-zero exit, no traceback, and no run folder left
 behind (a folder that a previous run left anything in is kept)."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,20 +10,13 @@ from omegaconf import open_dict, read_write
 
 from alexnet.base.errors import ConfigError
 from alexnet.training.rundir import user_errors_reported
-from fast_run import ROOT, script_env
+from fast_run import ROOT, run_script
 
 
 def run(tmp_path, script, *overrides, **env):
     """src/<script> as a user runs it, logging and keeping data under tmp_path."""
     paths = [f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={tmp_path / 'data'}"]
-    return subprocess.run(
-        [sys.executable, str(ROOT / "src" / script), *paths, *overrides],
-        cwd=tmp_path,
-        env=script_env(HYDRA_FULL_ERROR="0", **env),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_script(ROOT / "src" / script, *paths, *overrides, cwd=tmp_path, timeout=300, HYDRA_FULL_ERROR="0", **env)
 
 
 def refused(done, code: int) -> str:
