@@ -12,7 +12,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 from alexnet.data.prepare import prepare
 from alexnet.data.sample import SampleSpec, make_sample
-from fast_run import FAST, narrow_network
+from fast_run import FAST, ROOT, narrow_network
 
 
 def pytest_configure(config):
@@ -51,6 +51,14 @@ def sample_store(sample_root, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def jpeg_store(sample_root, tmp_path_factory):
+    """The sample set as a JPEG store, prepared by two workers (the pool's path; sample_store takes the other)."""
+    store = tmp_path_factory.mktemp("jpeg") / "store"
+    prepare(sample_root, store, workers=2, chunk_size=8, progress_bar=False, store_format="jpeg")
+    return store
+
+
+@pytest.fixture(scope="session")
 def run_data_dir(tmp_path_factory):
     """paths.data_dir for runs that train on the sample set rather than test its preparation (which
     tests/test_prepare.py, tests/test_layout.py and tests/test_config.py do, each in its own folder): the
@@ -65,7 +73,7 @@ def narrow():
         yield
 
 
-CONF = os.path.join(os.path.dirname(__file__), "..", "conf")
+CONF = ROOT / "conf"
 
 
 def compose_config(tmp: Path, *overrides: str, run: str = "run", data_dir: Path | None = None):
@@ -80,7 +88,7 @@ def compose_config(tmp: Path, *overrides: str, run: str = "run", data_dir: Path 
     import alexnet.base.config  # noqa: F401
 
     GlobalHydra.instance().clear()
-    with initialize_config_dir(os.path.abspath(CONF), version_base="1.3"):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = hydra_compose(
             "config",
             overrides=[f"paths.data_dir={data_dir or tmp / 'data'}", f"paths.log_dir={tmp / 'logs'}", *overrides],
@@ -123,3 +131,20 @@ def paper_run(tmp_path_factory, run_data_dir):
         results = train(cfg)
     GlobalHydra.instance().clear()
     return results, printed.getvalue()
+
+
+@pytest.fixture(scope="session")
+def narrow_run(tmp_path_factory, run_data_dir):
+    """The folder holding `run`: one epoch of the narrow network on the sample set, its checkpoints but no final
+    evaluation (a finished run would be resumed as done, before any check), for tests that read it or resume it in
+    a way that is refused and leaves it as it was. Composed with compose_config(folder, ..., data_dir=run_data_dir),
+    a test's config names that run."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from alexnet.training.train import train
+
+    folder = tmp_path_factory.mktemp("narrow_run")
+    with narrow_network(), contextlib.redirect_stdout(io.StringIO()):
+        train(compose_config(folder, *FAST, "trainer.max_epochs=1", "evaluate=false", data_dir=run_data_dir))
+    GlobalHydra.instance().clear()
+    return folder

@@ -2,11 +2,9 @@
 DDP launcher starts the other processes with sys.argv[0], this script (runpy.run_path would set it to train.py), so
 every rank builds the same narrow network."""
 
-from pathlib import Path
+from fast_run import ROOT, narrow_network
 
-from fast_run import narrow_network
-
-TRAIN = Path(__file__).parents[1] / "src" / "train.py"
+TRAIN = ROOT / "src" / "train.py"
 
 if __name__ == "__main__":
     with narrow_network():

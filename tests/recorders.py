@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import time
 from pathlib import Path
 
 import lightning as L
@@ -57,14 +58,21 @@ class RandomStreams(L.Callback):
 
 
 class SignalSelf(L.Callback):
-    """Sends `signal_name` (e.g. SIGTERM) to its own process when the hook `hook` (a Callback hook's name, such as
-    "on_test_batch_start") is called for the `call`-th time: an interruption at a chosen point, not after a sleep."""
+    """Sends `signal_name` (e.g. SIGTERM, SIGKILL) to its own process when the hook `hook` (a Callback hook's name,
+    such as "on_train_batch_start") is called for the `call`-th time: an interruption at a chosen point, not after a
+    sleep. With `pause`, it first creates that file and waits until the test removes it: the test does what it
+    must while the run stands at that point."""
 
-    def __init__(self, signal_name: str, hook: str, call: int = 1):
+    def __init__(self, signal_name: str, hook: str, call: int = 1, pause: str | None = None):
         self.signal, self.remaining = getattr(signal, signal_name), call
+        self.pause = Path(pause) if pause else None
         setattr(self, hook, self._count)
 
     def _count(self, *args, **kwargs):
         self.remaining -= 1
         if self.remaining == 0:
+            if self.pause is not None:
+                self.pause.touch()
+                while self.pause.exists():
+                    time.sleep(0.05)
             os.kill(os.getpid(), self.signal)

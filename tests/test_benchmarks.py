@@ -1,26 +1,15 @@
 """The benchmarks run and print their tables (tiny sizes, CPU): gpu.sh depends on them on machines where
 nobody can debug them. What they measure is not asserted here: speed is never a unit test's business."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parents[1]
+from fast_run import ROOT, run_script
 
 
 def run_benchmark(name: str, *args: str, cwd: Path) -> str:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "benchmarks")}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / name), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_script(ROOT / "benchmarks" / name, *args, cwd=cwd, PYTHONPATH=str(ROOT / "benchmarks"))
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 

@@ -2,18 +2,12 @@
 is allowed, without touching data and without leaving a run folder behind (each key's own rule at its edges:
 tests/test_rules.py)."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from alexnet.base.errors import ConfigError
 from alexnet.training import checks
 from alexnet.training.checks import check, problems, unknown_keys
-
-ROOT = Path(__file__).parents[1]
+from fast_run import ROOT, run_script
 
 
 def test_the_shipped_experiments_pass(compose):
@@ -135,15 +129,7 @@ def test_keys_the_schema_has_and_the_open_groups_keys_pass(override):
 )
 def test_the_entry_points_refuse_in_seconds_listing_every_bad_value_and_leave_nothing(tmp_path, script):
     overrides = ["optim.lr=-0.01", "optim.lr_factor=-1", "data.pca_lighting=-1", "data.batch_size=0"]
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "src" / script), *overrides],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_script(ROOT / "src" / script, *overrides, cwd=tmp_path, timeout=120, HYDRA_FULL_ERROR="0")
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) <= 6 and "Traceback" not in done.stderr, done.stderr

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from fast_run import ROOT
+
 SCANNED = ("src", "conf", "tests", "notebooks", "docs", "README.md")
 TEXT = {".py", ".yaml", ".yml", ".md", ".ipynb", ".txt", ".toml", ".cfg", ".sh", ".json", ".csv"}
 # Spelled in pieces so that this file does not mention them itself.

@@ -6,6 +6,7 @@ from omegaconf.errors import InterpolationResolutionError, ValidationError
 
 from alexnet.base.config import plain
 from alexnet.training.train import build
+from fast_run import ROOT
 
 
 def test_default_is_the_smoke_experiment_on_the_sample_data(compose):
@@ -152,9 +153,8 @@ def test_each_ablation_differs_from_the_baseline_in_exactly_its_keys(compose, ex
 
 
 def test_every_ablation_file_is_covered():
-    from pathlib import Path
 
-    files = {p.stem for p in (Path(__file__).parents[1] / "conf" / "ablation").glob("*.yaml")}
+    files = {p.stem for p in (ROOT / "conf" / "ablation").glob("*.yaml")}
     assert files == set(ABLATIONS) | {"baseline"}
 
 

@@ -2,10 +2,8 @@
 metric, config key and grouping is one the runs log. Offline, as all tests: the specification, not the server."""
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -23,10 +21,9 @@ from alexnet.reporting.dashboard import (
 from alexnet.reporting.report import PAPER_DELTA
 from alexnet.training.module import MONITOR
 from alexnet.training.wandb_history import STEP, merge, segments
-from fast_run import FAST
+from fast_run import FAST, ROOT, script_env
 from wandb_files import wait_for_exit_records
 
-ROOT = Path(__file__).parents[1]
 RUN_FIELDS = {"group": "run_group", "jobType": "job_type", "displayName": "display_name"}  # wandb's RunRecord
 
 
@@ -75,7 +72,7 @@ def config_value(config: dict, key: str):
 def test_the_dashboard_of_a_real_sweep_shows_only_what_its_runs_logged(tmp_path):
     """A two-ablation sweep logging to wandb offline, then the one command, offline: the specification's
     every metric, x axis with its lines, config key and run field is in the runs' offline files."""
-    env = {**os.environ, "WANDB_MODE": "offline"}
+    env = script_env()
     fast = [o for o in FAST if o != "logger=csv"]
     sweep = ["-m", "ablation=baseline,no_dropout", *fast, "logger=default", "trainer.max_epochs=2"]
     paths = [f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={tmp_path / 'data'}"]

@@ -5,15 +5,12 @@ import pytest
 import torch
 
 from alexnet.data.datamodule import ImageNetDataModule
-from alexnet.data.prepare import prepare
 from alexnet.data.store import Store
 
 
 @pytest.fixture(scope="module")
-def stores(sample_root, sample_store, tmp_path_factory):
-    jpeg = tmp_path_factory.mktemp("dm") / "jpeg_store"
-    prepare(sample_root, jpeg, workers=1, chunk_size=8, progress_bar=False, store_format="jpeg")
-    return {"raw": sample_store, "jpeg": jpeg}
+def stores(sample_store, jpeg_store):
+    return {"raw": sample_store, "jpeg": jpeg_store}
 
 
 def first_batch(root, store_dir, store_format, split):

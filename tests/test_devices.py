@@ -23,7 +23,7 @@ from alexnet.training import train as training
 from alexnet.training.evaluation import evaluate_checkpoints
 from alexnet.training.module import AlexNetModule, module_from_checkpoint
 from alexnet.training.train import train
-from fast_run import FAST
+from fast_run import FAST, SMALL
 
 NO_CUDA = "needs a CUDA GPU: run `pytest -m gpu` on a GPU machine (benchmarks/gpu.sh does, before its benchmarks)"
 GPU = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)]
@@ -36,7 +36,7 @@ FAST_PATH = {
 
 
 def network_keys() -> set[str]:
-    return {f"net.{key}" for key in AlexNet(num_classes=6, input_size=67).state_dict()}
+    return {f"net.{key}" for key in AlexNet(num_classes=6, input_size=SMALL).state_dict()}
 
 
 def last_checkpoint(run: Path) -> dict:
@@ -57,7 +57,7 @@ def check_checkpoint_is_read_everywhere(compose, tmp_path: Path, results: dict, 
     run = load_run(tmp_path / "run", device="cpu")
     net = AlexNet.from_checkpoint(best)
     assert net.placement == "grouped" and not net.training
-    x = torch.randn(2, 3, 67, 67) * 50
+    x = torch.randn(2, 3, SMALL, SMALL) * 50
     with torch.no_grad():
         torch.testing.assert_close(run.module.net(x), net(x))
         for key, value in net.state_dict().items():
@@ -84,7 +84,7 @@ def test_a_compiled_run_has_plain_checkpoint_keys_and_is_read_everywhere(compose
 
 
 def test_a_compiled_module_is_compiled_in_place_and_saves_the_plain_keys(narrow):
-    model = {"num_classes": 6, "input_size": 67, "dropout": 0.0}
+    model = {"num_classes": 6, "input_size": SMALL, "dropout": 0.0}
     optim = {"rule": "paper", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "lr_factor": 0.1}
     plain, compiled = AlexNetModule(model, optim), AlexNetModule(model, optim, compile=True)
     assert list(compiled.state_dict()) == list(plain.state_dict())
@@ -95,8 +95,9 @@ def test_a_compiled_module_is_compiled_in_place_and_saves_the_plain_keys(narrow)
 
 def test_under_bf16_autocast_the_network_runs_in_bf16_and_the_probabilities_are_fp32(narrow):
     torch.manual_seed(0)
-    module = AlexNetModule({"num_classes": 6, "input_size": 67, "init": "caffe"}, {"rule": "paper", "lr": 0.01}).eval()
-    crops = torch.randn(2, 10, 3, 67, 67) * 50
+    model = {"num_classes": 6, "input_size": SMALL, "init": "caffe"}
+    module = AlexNetModule(model, {"rule": "paper", "lr": 0.01}).eval()
+    crops = torch.randn(2, 10, 3, SMALL, SMALL) * 50
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         logits = module.net(crops.flatten(0, 1))
         probs = module(crops)
@@ -109,7 +110,7 @@ def test_under_bf16_autocast_the_network_runs_in_bf16_and_the_probabilities_are_
 def test_an_older_checkpoint_loads_as_it_was_trained(tmp_path, narrow):
     """Older checkpoints hold each weight under a second name too, and were trained with nn.Dropout's
     scaling before model.dropout_scaling existed (its hyperparameters do not name it)."""
-    module = AlexNetModule({"num_classes": 6, "input_size": 67, "dropout_scaling": "inverted"}, {"rule": "paper"})
+    module = AlexNetModule({"num_classes": 6, "input_size": SMALL, "dropout_scaling": "inverted"}, {"rule": "paper"})
     state = module.state_dict()
     second_names = {key.replace("net.", "step_net._orig_mod.", 1): value for key, value in state.items()}
     hparams = dict(module.hparams)
@@ -118,7 +119,7 @@ def test_an_older_checkpoint_loads_as_it_was_trained(tmp_path, narrow):
     torch.save({"hyper_parameters": hparams, "state_dict": {**state, **second_names}}, path)
     net = AlexNet.from_checkpoint(path)
     loaded = module_from_checkpoint(torch.load(path, weights_only=False)).eval()
-    x = torch.randn(2, 3, 67, 67) * 50
+    x = torch.randn(2, 3, SMALL, SMALL) * 50
     with torch.no_grad():
         torch.testing.assert_close(net(x), module.eval().net(x))  # inverted: no x0.5 at test time
         torch.testing.assert_close(loaded.net(x), module.net(x))
@@ -132,7 +133,7 @@ def test_an_older_checkpoint_loads_as_it_was_trained(tmp_path, narrow):
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_runtime_channels_last_puts_every_conv_kernel_in_that_memory_format(narrow, channels_last):
-    module = AlexNetModule({"num_classes": 6, "input_size": 67}, {"rule": "paper"}, channels_last=channels_last)
+    module = AlexNetModule({"num_classes": 6, "input_size": SMALL}, {"rule": "paper"}, channels_last=channels_last)
     kernels = [p for p in module.parameters() if p.ndim == 4]
     assert len(kernels) == 5
     assert [p.is_contiguous(memory_format=torch.channels_last) for p in kernels] == [channels_last] * 5

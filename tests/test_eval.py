@@ -2,9 +2,6 @@
 the machine has; overrides that contradict the checkpoint are refused, naming both values."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,10 +13,10 @@ from alexnet.base.errors import CheckpointError
 from alexnet.data.datamodule import ImageNetDataModule
 from alexnet.network.model import AlexNet
 from alexnet.training.evaluation import evaluate_checkpoints
+from alexnet.training.results import ERRORS
 from alexnet.training.train import train
-from fast_run import FAST
+from fast_run import FAST, ROOT, SMALL, run_script
 
-ROOT = Path(__file__).parents[1]
 NO_DATA = [o for o in FAST if not o.startswith(("data.", "model."))]  # data and network: the checkpoint's
 
 
@@ -36,7 +33,7 @@ def trained(paper_run):
     [
         ("model.lrn=false", "model.lrn=False but .* was trained with model.lrn=True"),
         ("model.activation=tanh", "model.activation=tanh but .* was trained with model.activation=relu"),
-        ("data.crop_size=195", "data.crop_size=195 but .* was trained on 67-pixel crops"),
+        ("data.crop_size=195", f"data.crop_size=195 but .* was trained on {SMALL}-pixel crops"),
     ],
 )
 def test_overrides_that_contradict_the_checkpoint_are_refused_naming_both_values(compose, trained, override, message):
@@ -57,22 +54,14 @@ def test_the_readmes_eval_command_works_on_a_cpu_machine_with_the_checkpoints_da
     """`python src/eval.py experiment=full ckpt_path=FILE`: experiment=full trains on GPUs and ImageNet; the
     checkpoint came from the sample set on the CPU. eval.py takes the data and the network from the checkpoint
     and the accelerator from the machine, and prints the errors it writes."""
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "src" / "eval.py"), "experiment=full", f"ckpt_path={trained['checkpoint']}"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_script(ROOT / "src" / "eval.py", "experiment=full", f"ckpt_path={trained['checkpoint']}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     (path,) = tmp_path.glob("logs/eval/*/results.json")
     results = json.loads(path.read_text())
-    for key in ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop"):
+    for key in ERRORS:
         assert results[key] == pytest.approx(trained[key]), key  # the same network on the same images
         assert f"{key}={results[key]:.4f}" in done.stdout
-    assert results["model"]["num_classes"] == 6 and results["data"]["crop_size"] == 67
+    assert results["model"]["num_classes"] == 6 and results["data"]["crop_size"] == SMALL
     assert results["epochs"] == trained["epochs"] == 1  # counted as train.py counts them
     assert (
         f"data.store_dir={trained['store_dir']}" in done.stdout or "on the data of the checkpoint's run" in done.stdout

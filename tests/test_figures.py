@@ -20,9 +20,9 @@ from alexnet.reporting.figures import (
     readable_slots,
 )
 from alexnet.training.module import AlexNetModule
+from fast_run import SMALL
 
 OPTIM = {"rule": "paper", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
-SMALL = 67  # the smallest input the network takes (pool5 1x1): the figures' code does not depend on it
 
 
 def small_module(**model):

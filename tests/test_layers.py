@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "alexnet"
+from fast_run import ROOT
+
+PACKAGE = ROOT / "src" / "alexnet"
 RANK = {"base": 0, "network": 1, "data": 1, "training": 2, "reporting": 3}
 
 

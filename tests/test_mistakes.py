@@ -2,9 +2,6 @@
 key and the valid choices, or the command to run instead; a non-zero exit, no traceback, and no run folder left
 behind (a folder that a previous run left anything in is kept)."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,21 +10,13 @@ from omegaconf import open_dict, read_write
 
 from alexnet.base.errors import ConfigError
 from alexnet.training.rundir import user_errors_reported
-
-ROOT = Path(__file__).parents[1]
+from fast_run import ROOT, run_script
 
 
 def run(tmp_path, script, *overrides, **env):
     """src/<script> as a user runs it, logging and keeping data under tmp_path."""
     paths = [f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={tmp_path / 'data'}"]
-    return subprocess.run(
-        [sys.executable, str(ROOT / "src" / script), *paths, *overrides],
-        cwd=tmp_path,
-        env={**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_script(ROOT / "src" / script, *paths, *overrides, cwd=tmp_path, timeout=300, HYDRA_FULL_ERROR="0", **env)
 
 
 def refused(done, code: int) -> str:
@@ -41,7 +30,7 @@ def left_behind(tmp_path) -> list[str]:
     return sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "logs").rglob("*"))
 
 
-@pytest.mark.parametrize("override", ["model.dropuot=0", "+model.dropuot=0"])
+@pytest.mark.parametrize("override", ["model.dropuot=0", pytest.param("+model.dropuot=0", marks=pytest.mark.slow)])
 def test_a_mistyped_key_is_refused_before_hydra_naming_the_closest_key_and_the_groups_keys(tmp_path, override):
     # `+` opens the structured config: Hydra's own advice for model.dropuot=0, and the network refused it later
     said = refused(run(tmp_path, "train.py", override), code=2)
@@ -49,7 +38,7 @@ def test_a_mistyped_key_is_refused_before_hydra_naming_the_closest_key_and_the_g
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("command", [["trainer=gpu"], ["experiment=full"]])
+@pytest.mark.parametrize("command", [["trainer=gpu"], pytest.param(["experiment=full"], marks=pytest.mark.slow)])
 def test_a_gpu_trainer_without_cuda_is_refused_saying_to_use_trainer_cpu(tmp_path, command):
     said = refused(run(tmp_path, "train.py", *command, CUDA_VISIBLE_DEVICES=""), code=2)
     assert "trainer=gpu (trainer.accelerator=gpu): needs a CUDA GPU" in said and "use trainer=cpu" in said

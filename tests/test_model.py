@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet.network.model import AlexNet
+from fast_run import SMALL
 
-SMALL = 67
 # docs/paper.md, "Parameter counts".
 PAPER_PARAMS = {
     "conv1": 34_944,

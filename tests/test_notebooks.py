@@ -6,9 +6,9 @@ import nbformat
 import pytest
 
 from alexnet.training.train import train
-from fast_run import FAST
+from fast_run import FAST, ROOT
 
-NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
+NOTEBOOKS = ROOT / "notebooks"
 EXPECTED = {"results.ipynb", "figure3_kernels.ipynb", "figure4_neighbours.ipynb"}
 
 

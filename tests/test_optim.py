@@ -6,6 +6,7 @@ import torch
 
 from alexnet.training.module import AlexNetModule
 from alexnet.training.optim import PaperSGD, build_optimizer
+from fast_run import SMALL
 
 W0, GRADS = 1.0, [0.5, -0.25, 1.0, 0.75]
 MU, WD = 0.9, 0.0005
@@ -99,7 +100,7 @@ def test_decay_biases_decides_whether_biases_shrink(rule, decay_biases):
 def test_the_module_decays_every_weight_and_the_biases_only_when_asked(decay_biases):
     optim = {"rule": "paper", "lr": 0.01, "momentum": 0.9, "weight_decay": WD, "lr_factor": 0.1, "patience": 1}
     module = AlexNetModule(
-        {"num_classes": 10, "input_size": 67}, {**optim, "max_drops": 3, "decay_biases": decay_biases}
+        {"num_classes": 10, "input_size": SMALL}, {**optim, "max_drops": 3, "decay_biases": decay_biases}
     )
     optimizer = module.configure_optimizers()
     decay = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
@@ -139,7 +140,7 @@ SCHEDULE = dict(
 
 def scheduled(errors, checkpoint=None, **optim):
     """The module's learning rate after each validation error; from `checkpoint`'s schedule when given."""
-    module = AlexNetModule({"num_classes": 10, "input_size": 67}, SCHEDULE | optim)
+    module = AlexNetModule({"num_classes": 10, "input_size": SMALL}, SCHEDULE | optim)
     if checkpoint is not None:
         module.on_load_checkpoint(checkpoint)
     optimizer = module.configure_optimizers()

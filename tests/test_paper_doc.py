@@ -10,8 +10,9 @@ import torch
 
 from alexnet.network.model import AlexNet
 from alexnet.reporting.report import PAPER_DELTA
+from fast_run import ROOT
 from test_augment import EIGVAL, EIGVEC
-from test_citations import ROOT, section
+from test_citations import section
 from test_model import PAPER_PARAMS
 
 SPEC = (ROOT / "docs" / "paper.md").read_text(encoding="utf-8")

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from alexnet.network.model import AlexNet
+from fast_run import SMALL
 
 pytestmark = pytest.mark.usefixtures("narrow")
-SMALL = 67
 
 
 def test_split_and_grouped_share_one_state_dict():

@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,8 +25,7 @@ from alexnet.data.sample import SampleSpec, make_sample
 from alexnet.data.settings import StoreSettings
 from alexnet.data.store import Store, StoreError, write_manifest
 from alexnet.data.verify import _verify_images, describe, verify
-
-ROOT = Path(__file__).parents[1]
+from fast_run import ROOT
 
 
 def noise_image(size, seed=0):
@@ -461,13 +459,6 @@ def test_preparing_from_the_official_archives_gives_the_store_of_the_extracted_f
 
 def all_files_of(store):
     return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def jpeg_store(sample_root, tmp_path_factory):
-    store = tmp_path_factory.mktemp("jpeg") / "store"
-    prepare(sample_root, store, workers=2, chunk_size=8, progress_bar=False, store_format="jpeg")
-    return store
 
 
 def test_jpeg_store_holds_the_raw_stores_images_as_quality_90_jpegs(jpeg_store, sample_store):

@@ -14,9 +14,8 @@ import xxhash
 from alexnet.training.results import git_state
 from alexnet.training.rundir import LOCK
 from alexnet.training.train import train
-from fast_run import FAST
+from fast_run import FAST, ROOT
 
-ROOT = Path(__file__).parents[1]
 FAST_ANY_CLASSES = [o for o in FAST if not o.startswith("model.num_classes")]
 
 

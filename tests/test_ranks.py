@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from alexnet.training.callbacks import RankSeed, ResumeState
-from fast_run import FAST
+from fast_run import FAST, ROOT, script_env
 
-ROOT = Path(__file__).parents[1]
 # Random crops, flips, lighting and dropout on (the smoke recipe's); 36 images, 2 batches of 8 per process and epoch.
 DDP = [*FAST, "evaluate=false", "callbacks.best=null", "+trainer.strategy=ddp", "trainer.devices=2"]
 
@@ -76,8 +75,7 @@ def test_a_checkpoint_from_before_the_ranks_resumes_one_process_and_another_proc
 
 def train_ddp(tmp_path: Path, run: str, *overrides: str) -> None:
     """A two-process run in tmp_path/run, recording each process's random stream (recorders.RandomStreams)."""
-    path = os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": path}
+    env = script_env()
     record = [
         "+callbacks.streams._target_=recorders.RandomStreams",
         f"+callbacks.streams.path={tmp_path}/{run}/streams",

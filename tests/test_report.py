@@ -138,7 +138,7 @@ def test_figure_1_counts_the_epochs_to_25_percent_training_error(sweep, tmp_path
 
 
 def tick_labels(ax) -> list[str]:
-    ax.figure.canvas.draw()
+    """The epoch labels under `ax`, as drawn (its figure drawn once before: a draw lays out every panel)."""
     return [t.get_text().replace("\N{MINUS SIGN}", "-") for t in ax.get_xticklabels() if t.get_text()]
 
 
@@ -147,6 +147,7 @@ def assert_reads_without_help(fig, epochs: int) -> None:
     titles = [fig.get_suptitle()] + [ax.get_title() for ax in fig.axes]
     assert any(f"epochs 1-{epochs}" in t for t in titles), titles
     assert not any("None" in t for t in titles), titles
+    fig.canvas.draw()
     shown = [ax for ax in fig.axes if ax.get_visible()]
     labels = {label for ax in shown for label in tick_labels(ax)}  # panels above another share its labels
     assert labels and all(float(label).is_integer() for label in labels), labels

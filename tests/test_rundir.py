@@ -10,6 +10,7 @@ import torch
 from alexnet.base.errors import CheckpointError, ConfigError, UserError
 from alexnet.training.rundir import PREVIOUS, RECORD, RunDirectoryBusy, locked, set_aside
 from alexnet.training.train import train
+from conftest import compose_config
 from fast_run import FAST
 
 ONE_EPOCH = [*FAST, "trainer.max_epochs=1"]
@@ -23,6 +24,7 @@ def results(run: Path) -> dict:
     return json.loads((run / "results.json").read_text())
 
 
+@pytest.mark.slow  # four runs end to end
 def test_a_rerun_sets_the_earlier_run_aside_whole_says_where_and_writes_its_own_results(
     compose, tmp_path, run_data_dir, narrow, capsys
 ):
@@ -87,22 +89,18 @@ def test_resuming_with_other_settings_lists_every_disagreement_naming_both_value
     assert last.read_bytes() != before
 
 
-def test_resuming_on_another_store_is_refused_naming_both_sources(compose, tmp_path, run_data_dir, narrow):
-    train(compose(*ONE_EPOCH, "evaluate=false", data_dir=run_data_dir))
+def test_resuming_on_another_store_is_refused_naming_both_sources(narrow_run, run_data_dir, narrow):
     other = [*ONE_EPOCH, "data.sample.seed=1", "evaluate=false"]  # data.root is not in the folder's name
     with pytest.raises(CheckpointError, match=r"data: checkpoint trained on the store made from .*seed0.*seed1"):
-        train(compose(*other, "ckpt_path=last", data_dir=run_data_dir))
-    assert len(record(tmp_path / "run")["attempts"]) == 1
+        train(compose_config(narrow_run, *other, "ckpt_path=last", data_dir=run_data_dir))
+    assert len(record(narrow_run / "run")["attempts"]) == 1
 
 
-def test_a_batch_larger_than_the_training_split_is_refused_before_the_run_starts(
-    compose, tmp_path, run_data_dir, narrow
-):
-    train(compose(*ONE_EPOCH, "evaluate=false", data_dir=run_data_dir))
-    files = lambda: {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.name != ".lock"}  # noqa: E731
+def test_a_batch_larger_than_the_training_split_is_refused_before_the_run_starts(narrow_run, run_data_dir, narrow):
+    files = lambda: {p: p.stat().st_mtime_ns for p in (narrow_run / "run").rglob("*") if p.name != ".lock"}  # noqa: E731
     before = files()
     with pytest.raises(ConfigError, match=r"data.batch_size=36 is larger than the 35 training images.* at most 35"):
-        train(compose(*ONE_EPOCH, "data.batch_size=36", data_dir=run_data_dir))
+        train(compose_config(narrow_run, *ONE_EPOCH, "data.batch_size=36", data_dir=run_data_dir))
     # the earlier run is where it was, not set aside for a run that could not start
     assert files() == before
 
@@ -127,10 +125,9 @@ def test_a_finished_run_resumed_with_ckpt_path_last_reads_only_its_own_results(
 
 
 def test_the_best_checkpoint_holds_weights_only_and_resuming_from_it_is_refused(
-    compose, tmp_path, run_data_dir, narrow
+    compose, narrow_run, run_data_dir, narrow
 ):
-    results = train(compose(*ONE_EPOCH, data_dir=run_data_dir))
-    best = results["best_on_val"]["checkpoint"]
+    (best,) = (narrow_run / "run" / "checkpoints").glob("best-*.ckpt")
     assert "optimizer_states" not in torch.load(best, map_location="cpu", weights_only=False)
     with pytest.raises(CheckpointError, match=r"holds the network's weights only .* resume from last.ckpt"):
         train(compose(*FAST, "trainer.max_epochs=2", f"ckpt_path={best}", data_dir=run_data_dir))

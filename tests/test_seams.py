@@ -16,9 +16,9 @@ from alexnet.data.preprocess import load_image
 from alexnet.data.store import Store
 from alexnet.training.evaluation import evaluate
 from alexnet.training.module import AlexNetModule
+from fast_run import SMALL
 
 OPTIM = {"rule": "paper", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "lr_factor": 0.1, "patience": 1}
-SMALL = 67  # the smallest crop the network takes (pool5 1x1): sizes do not matter to these seams
 
 
 class Recorder(L.LightningModule):

@@ -30,10 +30,9 @@ from alexnet.data.store import (
 from alexnet.data.upgrade import upgrade
 from alexnet.data.verify import verify
 from alexnet.training.resume import disagreements
+from fast_run import ROOT
 from test_layout import official_archives
 from test_prepare import all_files_of, flip_bit, noise_image, tiny_sample
-
-ROOT = Path(__file__).parents[1]
 
 
 @pytest.fixture
@@ -42,13 +41,6 @@ def copy_of(tmp_path):
         return shutil.copytree(store, tmp_path / name)
 
     return copy
-
-
-@pytest.fixture(scope="module")
-def jpeg_store(sample_root, tmp_path_factory):
-    store = tmp_path_factory.mktemp("jpeg") / "store"
-    prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False, store_format="jpeg")
-    return store
 
 
 def manifest_of(store) -> dict:
@@ -187,12 +179,14 @@ def test_a_jpeg_store_of_more_chunk_files_than_the_open_file_limit_is_read_in_an
     script = textwrap.dedent(
         f"""
         import resource, numpy as np
-        from alexnet.data.store import JpegReader, decode_jpeg
+        from pathlib import Path
+        from alexnet.data.store import JpegReader, decode_jpeg, jpeg_chunk_path
         resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
         reader = JpegReader({str(tmp_path)!r}, "train")
         for slot in np.random.default_rng(0).integers(0, {chunks}, 3000):
             assert abs(int(decode_jpeg(reader.encoded(int(slot))).mean()) - slot % 256) <= 2, slot
-        print(len(reader._files))
+        folder = jpeg_chunk_path(Path({str(tmp_path)!r}), "train", 0).parent.resolve()
+        print(sum(fd.exists() and fd.resolve().parent == folder for fd in Path("/proc/self/fd").iterdir()))
         """
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import struct
 import subprocess
 import sys
@@ -13,11 +12,11 @@ import pytest
 import torch
 
 from alexnet.training import train as training
+from alexnet.training.results import ERRORS
 from alexnet.training.train import train
-from fast_run import FAST
+from fast_run import FAST, ROOT, SMALL, script_env
 from recorders import FirstStep
 
-ROOT = Path(__file__).parents[1]
 NO_CHECKPOINTS = ["callbacks.best=null", "callbacks.last=null"]  # for tests that read no checkpoint: saves are slow
 
 
@@ -30,7 +29,7 @@ def test_fit_evaluates_and_writes_results(compose, tmp_path, run_data_dir, narro
     results = train(cfg)
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
-    for key in ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop"):
+    for key in ERRORS:
         assert 0.0 <= saved[key] <= 1.0
     assert saved["epochs"] == 2 and saved["steps"] == 2 * (35 // 8) and saved["num_classes"] == 6
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
@@ -52,7 +51,7 @@ def test_fit_evaluates_and_writes_results(compose, tmp_path, run_data_dir, narro
     plateau = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["lr_plateau"]
     assert len(fit_errors) == 2 and plateau["best"] == pytest.approx(min(fit_errors)) and plateau["last_epoch"] == 2
     # The final evaluation (trainer.test) logs each number once, under results.json's names, for dashboards.
-    for key in ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop"):
+    for key in ERRORS:
         (value,) = [row[f"test/{key}"] for row in rows if row.get(f"test/{key}")]
         assert float(value) == pytest.approx(saved[key])
 
@@ -114,6 +113,7 @@ def add_callback(monkeypatch, callback: L.Callback) -> None:
     monkeypatch.setattr(training, "instantiate", with_callback)
 
 
+@pytest.mark.slow  # three runs end to end
 def test_resume_from_last_starts_at_the_checkpoint_and_equals_an_uninterrupted_run(
     compose, tmp_path, run_data_dir, narrow, monkeypatch
 ):
@@ -180,7 +180,7 @@ def test_split_placement_trains_with_each_column_and_its_momentum_on_its_device(
 @pytest.mark.slow
 def test_smoke_experiment_runs_end_to_end_far_below_chance(tmp_path):
     """The README's first command, through the real entry point, wandb offline."""
-    env = {**os.environ, "WANDB_MODE": "offline"}
+    env = script_env()
     subprocess.run([sys.executable, str(ROOT / "src" / "train.py")], cwd=tmp_path, env=env, check=True, timeout=900)
     results = json.loads((tmp_path / "logs" / "smoke" / "baseline" / "results.json").read_text())
     assert results["num_classes"] == 10 and results["epochs"] == 12
@@ -197,11 +197,10 @@ def test_ensemble_averages_the_members_softmax(narrow):
 
     optim = {"rule": "paper", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "lr_factor": 0.1}
     torch.manual_seed(0)
-    members = [
-        AlexNetModule({"num_classes": 5, "input_size": 67}, {**optim, "patience": 1, "max_drops": 3}) for _ in range(3)
-    ]
+    model = {"num_classes": 5, "input_size": SMALL}
+    members = [AlexNetModule(model, {**optim, "patience": 1, "max_drops": 3}) for _ in range(3)]
     ensemble = Ensemble(members).eval()
-    x = torch.randn(2, 10, 3, 67, 67) * 50  # ten crops per image
+    x = torch.randn(2, 10, 3, SMALL, SMALL) * 50  # ten crops per image
     with torch.no_grad():
         expected = torch.stack([m.eval()(x) for m in members]).mean(0)
         torch.testing.assert_close(ensemble(x), expected)
@@ -212,7 +211,7 @@ def test_ensemble_averages_the_members_softmax(narrow):
 def test_two_process_ddp_gives_the_same_validation_error_as_one_process(tmp_path):
     """Two CPU processes (gloo) through the real entry point: each validates half of val, the metrics are
     synchronised; the same checkpoint evaluated in one process must give the same error rates."""
-    env = {**os.environ, "WANDB_MODE": "offline"}
+    env = script_env()
     common = [*FAST, f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}"]
     ddp = [*common, "+trainer.strategy=ddp", "trainer.devices=2", "trainer.max_epochs=1", "data.eval_batch_size=4"]
     subprocess.run(
@@ -226,7 +225,7 @@ def test_two_process_ddp_gives_the_same_validation_error_as_one_process(tmp_path
         [sys.executable, str(ROOT / "src" / "eval.py"), *single], cwd=tmp_path, env=env, check=True, timeout=600
     )
     one = json.loads((tmp_path / "eval" / "results.json").read_text())
-    for key in ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop"):
+    for key in ERRORS:
         assert one[key] == pytest.approx(distributed[key], abs=1e-6), key
 
 
@@ -271,6 +270,7 @@ def training_losses(compose, seed: int, run: str, tmp_path, data_dir) -> list[st
     return [r.split(",")[column] for r in rows[1:] if r.split(",")[column]]
 
 
+@pytest.mark.slow  # three runs end to end
 def test_the_same_seed_gives_identical_losses_on_the_cpu_and_another_seed_does_not(
     compose, tmp_path, run_data_dir, narrow
 ):
@@ -282,7 +282,7 @@ def test_the_same_seed_gives_identical_losses_on_the_cpu_and_another_seed_does_n
 
 @pytest.mark.slow
 def test_an_ablation_sweep_runs_as_one_multirun_and_the_report_reads_it(tmp_path):
-    env = {**os.environ, "WANDB_MODE": "offline"}
+    env = script_env()
     sweep = ["-m", "ablation=baseline,no_lrn", *FAST, "trainer.max_epochs=1", f"paths.log_dir={tmp_path / 'logs'}"]
     subprocess.run(
         [sys.executable, str(ROOT / "src" / "train.py"), *sweep], cwd=tmp_path, env=env, check=True, timeout=900
@@ -302,7 +302,7 @@ def test_an_ablation_sweep_runs_as_one_multirun_and_the_report_reads_it(tmp_path
 def test_a_sweep_through_submitit_runs_its_jobs_in_parallel_each_in_its_own_run_directory(tmp_path):
     """hydra/launcher=local: the SLURM launcher's code path on one machine. Both jobs start at once and
     share one sample dataset and store, which one of them prepares while the other waits."""
-    env = {**os.environ, "WANDB_MODE": "offline"}
+    env = script_env()
     sweep = ["-m", "hydra/launcher=local", "ablation=baseline,no_dropout", *FAST, "trainer.max_epochs=1"]
     paths = [f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={tmp_path / 'data'}"]
     subprocess.run(
@@ -346,7 +346,7 @@ def test_results_are_the_final_networks_and_the_best_validation_epochs_are_kept_
     with (run / "csv" / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     for stage, errors in (("test", results), ("best_on_val", best)):
-        for key in ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop"):
+        for key in ERRORS:
             (value,) = [row[f"{stage}/{key}"] for row in rows if row.get(f"{stage}/{key}")]
             assert float(value) == pytest.approx(errors[key])
     final_weights = read_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"]

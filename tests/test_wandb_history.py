@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from alexnet.training.wandb_history import STEP, Segment, merge, read_segment, segments, write_run
+from fast_run import ROOT
 from wandb_files import wait_for_exit_records
-
-ROOT = Path(__file__).parents[1]
 
 
 def log_offline(run_dir: Path, rows: list[dict], run_id: str = "abc", **init) -> Path:
