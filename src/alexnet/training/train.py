@@ -36,8 +36,10 @@ def build(cfg: DictConfig) -> tuple[AlexNetModule, ImageNetDataModule]:
     store."""
     model = plain(cfg.model)
     devices = [str(torch.device(d)) for d in model["devices"] or []]  # a malformed device name fails here
-    with torch.device("meta"):  # columns go to "meta" devices too: moving meta tensors to real ones fails
-        AlexNet(**{**model, "num_classes": model["num_classes"] or 1, "devices": ["meta"] * len(devices) or None})
+    # Columns go to "meta" devices too: moving meta tensors to real ones fails. Without a class count yet (the
+    # store's, below), any the rule accepts.
+    with torch.device("meta"):
+        AlexNet(**{**model, "num_classes": model["num_classes"] or 2, "devices": ["meta"] * len(devices) or None})
     datamodule = ImageNetDataModule(**plain(cfg.data), seed=cfg.seed)
     datamodule.check_source()
     datamodule.prepare_data()
