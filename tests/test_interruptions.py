@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet.data.prepare import progress_log_path
+from alexnet.data.chunks import progress_log_path
 from alexnet.training.rundir import PREVIOUS
 from fast_run import FAST as FAST_RUN
 from fast_run import ROOT, script_env

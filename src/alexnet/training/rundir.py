@@ -9,6 +9,8 @@
 - The record, `<run>/run.json`: the run's id, and each attempt (a start, resumed or not) with its host,
   process, SLURM job, the checkpoint it resumed from and its seconds, so results.json's wall time adds up
   every attempt and a requeued SLURM job can tell its own run from an earlier job's.
+- A mistaken command (user_errors_reported, around each entry point's task) exits with its message, and the run
+  folder Hydra made for it is removed if nothing but Hydra wrote to it.
 """
 
 from __future__ import annotations
