@@ -26,6 +26,7 @@ def main(cfg: DictConfig) -> None:
     from alexnet.network.summary import format_table, layer_rows
 
     model_cfg = plain(cfg.model)
+    model_cfg["num_classes"] = model_cfg["num_classes"] or 1000  # null, the store's count: ILSVRC-2012's here
     model = AlexNet(**model_cfg)
     print(format_table(layer_rows(model, model_cfg["input_size"])))
 

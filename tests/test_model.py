@@ -3,13 +3,15 @@
 Shapes and counts are read from networks on the meta device (no memory, no time); what the layers compute is
 checked on small real networks (input 67, pool5 1x1), where the input size does not matter."""
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from alexnet.network.model import AlexNet
-from fast_run import SMALL
+from fast_run import ROOT, SMALL, run_script
 
 # docs/paper.md, "Parameter counts".
 PAPER_PARAMS = {
@@ -289,3 +291,12 @@ def test_initialisation_of_every_layer(init, std, bias):
 def test_bad_arguments_name_the_config_key(kwargs, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         meta(**kwargs)
+
+
+def test_a_class_count_of_none_is_refused_by_the_constructor_and_read_as_ilsvrcs_by_the_summary(tmp_path):
+    with pytest.raises(ValueError, match=r"num_classes=None: give AlexNet the class count"):
+        AlexNet(num_classes=None)
+    # experiment=full leaves model.num_classes null (the store's count): the summary shows ILSVRC-2012's 1000
+    shown = run_script(ROOT / "src" / "summary.py", "experiment=full", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert re.search(r"fc8\s.*\b1000\b", shown.stdout), shown.stdout

@@ -643,6 +643,19 @@ def test_an_unfinished_store_is_never_finished_from_another_source_or_with_other
     assert all_files_of(store) == before
 
 
+def test_an_unfinished_raw_store_is_not_resumed_with_another_chunk_size(tmp_path, monkeypatch):
+    # A raw store's manifest does not record its chunk size, but the chunks recorded done are counted in it:
+    # resumed with chunks of 4, the 8-image chunks done would be read as other slots, leaving images unwritten.
+    root, store = tiny_sample(tmp_path / "root", seed=1), tmp_path / "store"
+    prepare_killed_after(1, monkeypatch, root, store, image_size=32)
+    before = all_files_of(store)
+    with pytest.raises(StoreError, match=r"cut into chunks of 8 images, not 4: resume it with the chunk size"):
+        prepare(root, store, image_size=32, workers=1, chunk_size=4, progress_bar=False)
+    assert all_files_of(store) == before
+    prepare(root, store, image_size=32, workers=1, chunk_size=8, progress_bar=False)
+    assert verify(store) == []
+
+
 def test_a_store_is_never_reused_for_another_sample_spec(tmp_path):
     from alexnet.data.datamodule import ImageNetDataModule
 

@@ -116,7 +116,7 @@ def _allocate(path: Path, shape: tuple[int, ...], dtype=np.uint8) -> None:
                 raise OSError(error.errno, error.strerror, str(path)) from error
 
 
-HEADER = ("listing", "source", "settings")  # progress.json: what the unfinished store is of, written once
+HEADER = ("listing", "source", "settings", "chunk_size")  # progress.json: what the unfinished store is of, written once
 
 
 def progress_log_path(store_dir: Path) -> Path:
@@ -189,8 +189,17 @@ def open_progress(store_dir: Path, layout: Layout, settings: StoreSettings, sour
     if progress_file.is_file():
         progress = read_progress(store_dir, repair=True)
         same_source = "source" in progress and identity(progress["source"]) == identity(source)
+        # A raw store's manifest settings leave the chunk size out, but its unfinished work is counted in chunks:
+        # resumed with another size, the chunks recorded done would name other slots (before the size was
+        # recorded here, it was always the default).
         if same_source and progress.get("listing") == items and progress["settings"] == recorded:
-            return progress
+            begun_with = progress.get("chunk_size", StoreSettings.chunk_size)
+            if begun_with == settings.chunk_size:
+                return progress
+            raise StoreError(
+                f"data.store_dir={store_dir} holds an unfinished store cut into chunks of {begun_with} images, not "
+                f"{settings.chunk_size}: resume it with the chunk size it was begun with, or delete it."
+            )
         raise StoreError(
             f"data.store_dir={store_dir} holds an unfinished store of other images or settings "
             f"({describe_source(progress['source']) if 'source' in progress else 'another version'}, "
@@ -204,6 +213,7 @@ def open_progress(store_dir: Path, layout: Layout, settings: StoreSettings, sour
         "listing": items,
         "source": source,
         "settings": recorded,
+        "chunk_size": settings.chunk_size,
         "done": {split: [] for split in SPLITS},
         "skipped": {split: [] for split in SPLITS},
         "chunks": {split: {} for split in SPLITS},  # jpeg format: each chunk file's size and checksum

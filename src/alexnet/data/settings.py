@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from alexnet.base.rules import require
 from alexnet.data.preprocess import RESIZE
-from alexnet.data.store import FORMATS, JPEG_QUALITY
+from alexnet.data.store import JPEG_QUALITY
 
 
 @dataclass(frozen=True)
@@ -16,8 +17,7 @@ class StoreSettings:
     chunk_size: int = 256
 
     def __post_init__(self) -> None:
-        if self.store_format not in FORMATS:
-            raise ValueError(f"data.store_format must be one of {FORMATS}, got {self.store_format!r}")
+        require("data", store_format=self.store_format, image_size=self.image_size)
 
     @property
     def jpeg(self) -> bool:

@@ -52,7 +52,6 @@ MANIFEST_CHECKSUM = "manifest_xxh3"
 DIFFERS = "the bytes differ from those prepared (checksum mismatch)"
 RESTORE = "Restore the store from a copy, or delete it and prepare it again."
 SPLITS = ("train", "val")
-FORMATS = ("raw", "jpeg")
 JPEG_QUALITY = 90
 
 

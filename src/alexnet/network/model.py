@@ -178,6 +178,8 @@ class AlexNet(nn.Module):
         init: str = "paper",
     ) -> None:
         super().__init__()
+        if num_classes is None:  # the config's null: train.py puts the store's count in before building the network
+            raise ValueError("num_classes=None: give AlexNet the class count (model.num_classes=null is the store's)")
         require(
             "model",
             num_classes=num_classes,
