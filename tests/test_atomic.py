@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from alexnet.base import atomic
-from alexnet.base.atomic import AtomicCheckpointIO, atomic_write_json
+from alexnet.base.atomic import atomic_write_json
+from alexnet.training.checkpoint_io import AtomicCheckpointIO
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):

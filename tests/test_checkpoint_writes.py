@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from alexnet.base import atomic
-from alexnet.base.atomic import AtomicCheckpointIO, remove_temporaries
+from alexnet.base.atomic import remove_temporaries
 from alexnet.base.errors import DiskFullError
+from alexnet.training.checkpoint_io import AtomicCheckpointIO
 from alexnet.training.results import write_results
 from alexnet.training.rundir import LOCK, Attempt
 from alexnet.training.train import train

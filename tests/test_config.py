@@ -46,7 +46,7 @@ def test_full_experiment_is_the_paper_run(compose):
 def test_every_trainer_trains_the_papers_epochs_with_atomic_checkpoints_and_its_own_sharding(compose, trainer):
     cfg = compose("experiment=full", f"trainer={trainer}")
     assert cfg.trainer.max_epochs == 90 and cfg.trainer.default_root_dir == cfg.paths.output_dir
-    assert [p._target_ for p in cfg.trainer.plugins] == ["alexnet.base.atomic.AtomicCheckpointIO"]
+    assert [p._target_ for p in cfg.trainer.plugins] == ["alexnet.training.checkpoint_io.AtomicCheckpointIO"]
     assert cfg.trainer.use_distributed_sampler is False  # the datamodule shards its own batches
 
 

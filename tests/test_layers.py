@@ -2,11 +2,13 @@
 import each other), then training, then reporting; and no module imports itself back through others."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from fast_run import ROOT
+from fast_run import ROOT, script_env
 
 PACKAGE = ROOT / "src" / "alexnet"
 RANK = {"base": 0, "network": 1, "data": 1, "training": 2, "reporting": 3}
@@ -113,3 +115,19 @@ def _toy_package(tmp_path: Path) -> Path:
         (package / name).write_text("")
     (package / "__init__.py").touch()
     return package
+
+
+def test_what_the_entry_points_import_before_the_config_is_checked_loads_no_torch_or_lightning():
+    # A mistyped key or a bad value is refused in a fraction of a second: torch and Lightning take seconds to load,
+    # so they come only after the checks (a slip here once made every refusal take 5 s).
+    loaded = subprocess.run(
+        [sys.executable, "-c", CHECKED_FIRST], capture_output=True, text=True, env=script_env(), check=True
+    ).stdout.split()
+    assert loaded == [], loaded
+
+
+CHECKED_FIRST = """
+import sys
+import alexnet.base.config, alexnet.training.checks, alexnet.training.rundir
+print(*sorted({name.split(".")[0] for name in sys.modules} & {"torch", "lightning", "torchvision"}))
+"""

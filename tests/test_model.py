@@ -293,6 +293,7 @@ def test_bad_arguments_name_the_config_key(kwargs, key):
         meta(**kwargs)
 
 
+@pytest.mark.slow  # a script's start: torch loads in it
 def test_a_class_count_of_none_is_refused_by_the_constructor_and_read_as_ilsvrcs_by_the_summary(tmp_path):
     with pytest.raises(ValueError, match=r"num_classes=None: give AlexNet the class count"):
         AlexNet(num_classes=None)

@@ -6,16 +6,9 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
-
-import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
-
-from alexnet.base.checkpoints import with_digest
-from alexnet.base.errors import DiskFullError, disk_full
 
 TEMPORARY = ".tmp"  # the suffix of atomic_file's temporaries: ".<name>.<random>.tmp" beside <name>
 
@@ -113,21 +106,3 @@ def json_bytes(obj) -> bytes:
 
 def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_bytes(path, json_bytes(obj))
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, made atomic: a kill during a save leaves the previous checkpoint."""
-
-    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        try:
-            with atomic_file(path) as f:
-                torch.save(with_digest(checkpoint), f)
-        except OSError as error:
-            if not disk_full(error):
-                raise
-            free = shutil.disk_usage(Path(path).parent).free
-            raise DiskFullError(
-                f"The disk is full: the checkpoint {path} could not be written ({free / 1e6:,.0f} MB free on its "
-                f"disk). The previous {Path(path).name}, if there was one, is intact. Free space, then resume with "
-                "the same command plus ckpt_path=last."
-            ) from error

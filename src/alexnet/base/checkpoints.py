@@ -1,5 +1,5 @@
 """Checkpoints that prove their own bytes: a checksum of every tensor in a checkpoint (the weights, the momentum:
-nearly all of its bytes) is written into it when it is saved (alexnet.base.atomic.AtomicCheckpointIO), and checked
+nearly all of its bytes) is written into it when it is saved (training.checkpoint_io.AtomicCheckpointIO), and checked
 wherever a checkpoint is read: resuming, eval.py, `AlexNet.from_checkpoint`, the figures. A flipped byte in a
 tensor would otherwise load silently; one in the rest of the file fails to unpickle."""
 
