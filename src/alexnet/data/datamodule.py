@@ -108,7 +108,10 @@ class ImageNetDataModule(L.LightningDataModule):
         super().__init__()
         # Absolute, so that a checkpoint names its data wherever eval.py or a resumed run is started from.
         root, store_dir = os.path.abspath(root), os.path.abspath(store_dir)
-        self.save_hyperparameters()  # in every checkpoint: eval.py reads the run's data settings from it
+        # In every checkpoint: eval.py reads the run's data settings from it. Taken from this frame's arguments, not
+        # by Lightning from the caller's frame, which finds nothing once __init__ is wrapped (mutation testing wraps
+        # every function).
+        self.save_hyperparameters({k: v for k, v in locals().items() if k not in ("self", "__class__")})
         require(
             "data",
             store_format=store_format,
