@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from alexnet.base import atomic
-from alexnet.base.atomic import remove_temporaries
+from alexnet.base.atomic import json_bytes, remove_temporaries
 from alexnet.base.errors import DiskFullError
 from alexnet.training.checkpoint_io import AtomicCheckpointIO
 from alexnet.training.results import write_results
@@ -129,3 +129,7 @@ def test_a_metrics_log_that_fills_the_disk_is_an_error_naming_it(compose, tmp_pa
 def test_a_run_record_that_fills_the_disk_is_an_error_naming_it(tmp_path, monkeypatch):
     with disk_with_room(monkeypatch, 10), pytest.raises(DiskFullError, match=rf"record {tmp_path / 'run.json'} could"):
         Attempt(tmp_path, None, None)
+
+
+def test_json_files_are_written_with_sorted_keys_so_the_same_content_gives_the_same_bytes():
+    assert json_bytes({"b": 1, "a": {"d": 2, "c": 3}}) == b'{\n  "a": {\n    "c": 3,\n    "d": 2\n  },\n  "b": 1\n}\n'

@@ -1,10 +1,13 @@
 """The configuration users type: experiments compose, and mistakes fail at once, naming the key."""
 
+import hashlib
+
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import InterpolationResolutionError, ValidationError
 
 from alexnet.base.config import plain
+from alexnet.base.rules import StoreFormat
 from alexnet.training.train import build
 from fast_run import ROOT
 
@@ -121,6 +124,26 @@ def test_run_names_come_from_the_overrides_and_stay_short():
     long = ",".join(f"data.key{i}=value{i}" for i in range(40))
     assert len(run_name(long)) <= 120 and run_name(long) != run_name(long + ",x=1")
     assert "/" not in run_name("data.root=/datasets/x")
+    assert run_name("data.root-ImageNet") == "data.root-ImageNet"  # case is kept: paths and overrides take it
+
+
+def test_a_run_name_is_kept_up_to_120_characters_and_longer_ones_are_cut_to_100_and_a_hash():
+    from alexnet.base.config import run_name
+
+    assert run_name("a" * 120) == "a" * 120
+    longer = "a" * 121
+    assert run_name(longer) == "a" * 100 + "-" + hashlib.sha1(longer.encode()).hexdigest()[:10]
+
+
+@pytest.mark.parametrize(("devices", "refused"), [(1, False), (0, True), (-1, True), (True, True), ("auto", True)])
+def test_a_nodes_task_count_is_a_positive_number_of_devices(devices, refused):
+    from alexnet.base.config import tasks_per_node
+
+    if refused:
+        with pytest.raises(ValueError, match="trainer.devices"):
+            tasks_per_node(devices)
+    else:
+        assert tasks_per_node(devices) == devices
 
 
 # conf/ablation/<name>.yaml -> the keys it changes, and to what (docs/paper.md, "What each feature is worth").
@@ -170,3 +193,12 @@ def test_wandb_puts_a_sweep_in_one_group_with_a_job_type_per_variant(compose):
     assert {init["group"] for init in inits.values()} == {"full"}
     assert [init["job_type"] for init in inits.values()] == ["ablation-baseline", "ablation-tanh", "ablation-no_lrn"]
     assert inits["tanh"]["name"] == "full/ablation-tanh" and inits["tanh"]["dir"].endswith("tanh")
+
+
+@pytest.mark.parametrize("store_format", ["jpeg", StoreFormat.jpeg])
+def test_the_default_stores_name_is_the_sources_name_a_hash_of_its_path_the_format_and_the_size(store_format):
+    from alexnet.base.config import store_name
+
+    source = "/datasets/imagenet"
+    digest = hashlib.sha1(source.encode()).hexdigest()[:8]  # stores prepared before keep their folder's name
+    assert store_name(source, store_format, 256) == f"imagenet-{digest}-jpeg-256"

@@ -2,6 +2,7 @@
 the machine has; overrides that contradict the checkpoint are refused, naming both values."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,25 @@ def test_a_checkpoint_with_a_flipped_byte_is_refused_wherever_it_is_read(compose
         with pytest.raises(CheckpointError, match=rf"{damaged} is damaged: its tensors differ from the checksum"):
             read()
     assert read_checkpoint(trained["checkpoint"])[KEY] == digest(read_checkpoint(trained["checkpoint"]))
+
+
+class _RunsCode:
+    """What a checkpoint from elsewhere can carry: unpickling it would call os.system."""
+
+    def __reduce__(self):
+        return (os.system, ("touch ran",))
+
+
+def test_a_checkpoint_that_would_run_code_as_it_is_read_is_refused_not_run(trained, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    planted = tmp_path / "planted.ckpt"
+    checkpoint = read_checkpoint(trained["checkpoint"])
+    checkpoint["hyper_parameters"] = {**checkpoint["hyper_parameters"], "extra": _RunsCode()}
+    torch.save(checkpoint, planted)
+    for read in (lambda: read_checkpoint(planted), lambda: AlexNet.from_checkpoint(planted)):
+        with pytest.raises(CheckpointError, match=rf"ckpt_path: cannot read {planted}"):
+            read()
+    assert not (tmp_path / "ran").exists()
 
 
 def test_checkpoints_and_results_name_their_data_by_absolute_paths(trained):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from alexnet.base.rules import RULES, Interval
+from alexnet.base.rules import RULES, Interval, KeyRule
 from alexnet.data.datamodule import ImageNetDataModule
 from alexnet.data.sample import SampleSpec
 from alexnet.network.lrn import LocalResponseNorm
@@ -185,3 +185,23 @@ def test_a_float_that_is_not_finite_is_refused_naming_the_key_and_the_range(comp
 def test_an_interval_says_which_of_its_ends_it_holds(interval, said, holds_0, holds_1):
     assert str(interval) == said
     assert (0 in interval, 1 in interval) == (holds_0, holds_1)
+
+
+@pytest.mark.parametrize(
+    ("rule", "said"),
+    [
+        (KeyRule("k", Interval(2)), "at least 2"),
+        (
+            KeyRule("k", Interval(2), why="two at least", null="as many as"),
+            "null (as many as) or at least 2: two at least",
+        ),
+        (KeyRule("k", ("a", "b", "c")), "a, b or c"),
+        (KeyRule("k", ("a", "b"), null="none"), "null (none), a or b"),
+    ],
+)
+def test_a_rule_says_what_it_allows_in_one_phrase_null_first_and_its_reason_last(rule, said):
+    assert rule.wanted() == said
+
+
+def test_a_value_that_is_no_number_is_refused_where_a_number_is_wanted():
+    assert RULES["optim.lr"].problem("fast") == f"optim.lr=fast: must be {RULES['optim.lr'].wanted()}"

@@ -49,7 +49,9 @@ def read_checkpoint(path: str | Path, mmap: bool = False, map_location: str | to
     """A checkpoint as a dict, its tensors checked against the checksum written with them; with mmap, the tensors
     are read from the file as they are checked, not held in memory."""
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
+        # weights_only: the checkpoints train.py writes hold tensors, numbers, strings and containers only, so a file
+        # from elsewhere that would run code as it is unpickled is refused rather than run
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
         raise CheckpointError(
             f"ckpt_path: cannot read {path} ({error}): give a checkpoint that train.py wrote."
