@@ -57,6 +57,28 @@ def test_the_view_and_the_report_show_the_logged_names_grouped_by_job_type(spec)
     assert "`ablation-no_dropout`" in text and "+1.7" in text  # one_column's top-1, Section 3.2
 
 
+def panel_configs(node) -> list[dict]:
+    """Every panel's settings in a view's or a report's specification, in order."""
+    if isinstance(node, dict):
+        return [node["config"]] if "viewType" in node else [c for v in node.values() for c in panel_configs(v)]
+    return [c for v in node for c in panel_configs(v)] if isinstance(node, list) else []
+
+
+def test_each_panel_plots_its_metrics_on_its_axis_grouped_by_job_type_in_the_view_and_the_report(spec):
+    view, report = panel_configs(spec["workspace"]), panel_configs(spec["report"])
+    assert view == report  # the same panels in both
+    plots = {c["chartTitle"]: c for c in view if "chartTitle" in c}
+    assert all(c["groupBy"] == "jobType" for c in plots.values())
+    for name in VAL:
+        assert (plots[name]["xAxis"], plots[name]["metrics"]) == (EPOCH, [name])
+    top1, top5, top1_10, top5_10 = FINAL
+    assert plots["top-1 error, 1 and 10 crops"]["metrics"] == [top1, top1_10]
+    assert plots["top-5 error, 1 and 10 crops"]["metrics"] == [top5, top5_10]
+    lr = plots["learning rate"]
+    assert (lr["xAxis"], lr["metricRegex"], lr["yLogScale"]) == (STEP, LR, True)  # 0.01 to 0.00001: a log scale
+    assert matches(LR, ["lr-PaperSGD", "train/loss", "val/lr-x"]) == ["lr-PaperSGD"]
+
+
 def test_every_variant_named_in_the_paper_table_is_an_ablation_file():
     assert set(PAPER_DELTA) - {"centre crop only"} == set(ablation_keys())
 

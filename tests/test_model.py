@@ -301,3 +301,34 @@ def test_a_class_count_of_none_is_refused_by_the_constructor_and_read_as_ilsvrcs
     shown = run_script(ROOT / "src" / "summary.py", "experiment=full", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert re.search(r"fc8\s.*\b1000\b", shown.stdout), shown.stdout
+
+
+# Multiply-accumulates per image, written out from Figure 2: output side^2 x output channels x kernel area x input
+# channels each output sees (48 of 96 in conv2, 192 of 384 in conv4 and conv5: one column's); then the fc layers.
+PAPER_MACS = {
+    "conv1": 55**2 * 96 * 11**2 * 3,
+    "conv2": 27**2 * 256 * 5**2 * 48,
+    "conv3": 13**2 * 384 * 3**2 * 256,
+    "conv4": 13**2 * 384 * 3**2 * 192,
+    "conv5": 13**2 * 256 * 3**2 * 192,
+    "fc6": 6 * 6 * 256 * 4096,
+    "fc7": 4096 * 4096,
+    "fc8": 4096 * 1000,
+}
+
+
+@pytest.mark.parametrize("placement", [{}, {"placement": "split", "devices": ["cpu", "cpu"]}])
+def test_the_summary_gives_each_paper_layer_its_output_parameters_and_flops(placement):
+    from alexnet.network.summary import format_table, layer_rows
+
+    rows = layer_rows(AlexNet(num_classes=1000, **placement), 227)
+    outputs = {name: f"{c}x{side}x{side}" for name, (c, side) in PAPER_OUTPUTS.items()}
+    assert [r["layer"] for r in rows] == list(LAYERS)
+    assert {r["layer"]: r["output"] for r in rows} == {**outputs, "fc6": "4096", "fc7": "4096", "fc8": "1000"}
+    assert {r["layer"]: r["params"] for r in rows} == PAPER_PARAMS
+    assert {r["layer"]: r["flops"] for r in rows} == {name: 2 * macs for name, macs in PAPER_MACS.items()}
+    assert {r["device"] for r in rows} == {"cpu"}
+    table = format_table(rows).splitlines()
+    assert table[0].split() == ["layer", "output", "params", "GFLOPs", "device"] and table[1] == table[-2] == "-" * 52
+    assert table[2].split() == ["conv1", "96x27x27", "34,944", "0.211", "cpu"]
+    assert table[-1].split()[:3] == ["total", "60,965,224", f"{2 * sum(PAPER_MACS.values()) / 1e9:.3f}"]

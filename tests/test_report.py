@@ -168,6 +168,11 @@ def test_the_validation_plot_gives_every_variant_its_own_line_and_panel(tmp_path
     assert "1 crop per image" in fig.get_suptitle() and "the baseline in grey" in fig.get_suptitle()
     assert_reads_without_help(fig, 4)
     assert sum(ax.get_visible() for ax in fig.axes) == len(names)
+    # Epochs count from 1, and every other panel draws the baseline's own curve in grey behind its variant.
+    assert all(list(line.get_xdata()) == [1, 2, 3, 4] for ax in fig.axes for line in ax.get_lines())
+    baseline = list(lines["baseline"].get_ydata())
+    greys = [ax.get_lines()[0] for ax in fig.axes if ax.get_visible() and ax.get_lines()[0] is not lines["baseline"]]
+    assert len(greys) == len(names) - 1 and all(list(g.get_ydata()) == baseline for g in greys)
     matplotlib.pyplot.close(fig)
 
 
