@@ -54,6 +54,7 @@ def check_checkpoint_is_read_everywhere(compose, tmp_path: Path, results: dict, 
     # most where the device's kernels reorder sums near a tie).
     for key in ("top1_err", "top5_err", "top1_err_10crop", "top5_err_10crop"):
         assert evaluated[key] == pytest.approx(results[key], abs=1.01 / 18), key
+    assert evaluated["checkpoints"] == [best] and 0 < evaluated["wall_time_s"] < 600  # what it evaluated, and how long
     run = load_run(tmp_path / "run", device="cpu")
     net = AlexNet.from_checkpoint(best)
     assert net.placement == "grouped" and not net.training

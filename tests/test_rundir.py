@@ -146,3 +146,29 @@ def test_every_file_a_run_writes_is_set_aside_together_and_an_empty_folder_is_no
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == [PREVIOUS, "tensorboard", "train.log"]  # Hydra's log stays
     assert set_aside(tmp_path) is None
+
+
+def test_the_store_identifies_the_data_and_a_checkpoint_from_before_it_was_recorded_compares_the_root():
+    from alexnet.training.resume import disagreements
+
+    here = {"root": "/new/imagenet", "store_dir": "/stores/imagenet"}
+    store = {"manifest_xxh3": "m1", "source": "/new/imagenet"}
+    moved = {"model": {}, "optim": {}, "data": {"root": "/old/imagenet"}, "store": {**store, "source": "/old/imagenet"}}
+    assert disagreements(moved, {}, {}, here, store) == []  # the same store: the dataset was only moved
+    older = {**moved, "store": None}
+    assert disagreements(older, {}, {}, here, store) == [
+        "data.root: checkpoint '/old/imagenet', this command '/new/imagenet'"
+    ]
+
+
+def test_a_set_aside_run_is_described_by_what_its_files_say_and_a_torn_file_is_left_out(tmp_path):
+    from alexnet.training.rundir import describe
+
+    (tmp_path / RECORD).write_text(json.dumps({"attempts": [{"started": "2026-12-07T06:00:00"}]}))
+    (tmp_path / "results.json").write_text(json.dumps({"epochs": 3, "top1_err": 0.12345}))
+    assert describe(tmp_path) == "finished, 3 epochs, top-1 error 0.1235, started 2026-12-07T06:00:00"
+    (tmp_path / "results.json").write_text('{"epochs": 3, "top1_')  # killed as it wrote
+    assert describe(tmp_path) == "started 2026-12-07T06:00:00"
+    (tmp_path / "results.json").write_text(json.dumps({"epochs": 3}))  # a key short
+    (tmp_path / RECORD).write_text(json.dumps({"attempt": 1}))
+    assert describe(tmp_path) == "unfinished"

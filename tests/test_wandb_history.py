@@ -32,7 +32,11 @@ def test_a_resume_logs_to_the_run_directorys_wandb_run_and_only_a_fresh_start_ge
     from hydra.utils import instantiate
 
     def wandb_id(*overrides: str) -> str:
-        return instantiate(compose("logger=default", *overrides).logger.wandb)._wandb_init["id"]
+        cfg = compose("logger=default", *overrides)
+        init = instantiate(cfg.logger.wandb)._wandb_init
+        assert init["resume"] == "allow"  # online, the server's run of that id is continued, not refused
+        assert (Path(cfg.logger.wandb.save_dir) / "wandb_id").read_text() == f"{init['id']}\n"  # the name resumes read
+        return init["id"]
 
     first = wandb_id()
     assert wandb_id("ckpt_path=last") == first
