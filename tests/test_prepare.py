@@ -121,6 +121,22 @@ def test_each_eigenvector_is_signed_so_that_its_components_sum_to_at_least_zero(
     np.testing.assert_allclose(eigvec, axes, atol=0.1)
 
 
+def test_the_pca_of_a_few_pixels_is_numpys_sample_covariance_with_its_n_minus_1(tmp_path):
+    """128 pixels: a divisor off by one pixel moves the eigenvalues by 1 in 127, not by 1 in millions."""
+    pixels = np.random.default_rng(1).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    np.save(tmp_path / "train_images.npy", pixels)
+    np.save(tmp_path / "train_labels.npy", np.zeros(2, np.int16))
+    mean, eigval, _ = stats.statistics(tmp_path, StoreSettings(8), 1, False)
+    expected = np.linalg.eigvalsh(np.cov(pixels.reshape(-1, 3).T / 255.0))[::-1]
+    np.testing.assert_allclose(eigval, expected, rtol=1e-10)
+    np.testing.assert_allclose(mean, pixels.mean(axis=0), rtol=1e-12)
+
+
+def test_store_settings_read_from_a_manifest_are_those_it_was_written_with():
+    for settings in (StoreSettings(64, "jpeg", 8), StoreSettings(32, "jpeg"), StoreSettings(256)):
+        assert StoreSettings.from_manifest(settings.as_manifest()) == settings
+
+
 def test_statistics_do_not_depend_on_how_the_training_images_are_cut_into_chunks(jpeg_store):
     """One image per chunk: each chunk of one readable image, and the skipped image's chunk of none."""
     store = Store.open(jpeg_store)
@@ -241,6 +257,22 @@ def test_a_log_line_that_a_kill_cut_short_is_no_record_and_its_chunk_is_done_aga
     prepare(sample_root, store, workers=1, chunk_size=8, progress_bar=False)
     assert redone[0] == ("train", 2) and ("train", 1) not in redone
     assert files_of(store) == files_of(sample_store)
+
+
+def test_a_last_log_line_whole_but_for_its_newline_is_no_record_and_repair_cuts_it_off(
+    sample_root, tmp_path, monkeypatch
+):
+    """The kill came before the newline: the next record would run on from it, so it is no record either."""
+    store = tmp_path / "store"
+    prepare_killed_after(3, monkeypatch, sample_root, store, image_size=32)
+    log = store / "progress.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    assert json.loads(lines[2])["chunk"] == 2
+    log.write_bytes(b"".join(lines[:2]) + lines[2].rstrip(b"\n"))
+    assert chunks_module.read_progress(store)["done"] == {"train": [0, 1], "val": []}
+    assert log.read_bytes() == b"".join(lines[:2]) + lines[2].rstrip(b"\n"), "read without repair: left as it is"
+    assert chunks_module.read_progress(store, repair=True)["done"] == {"train": [0, 1], "val": []}
+    assert log.read_bytes() == b"".join(lines[:2])
 
 
 def test_preparation_killed_before_its_first_chunk_resumes_to_an_identical_store(
