@@ -19,6 +19,7 @@ from alexnet.data import prepare as prepare_module
 from alexnet.data import space, stats
 from alexnet.data.identity import describe_source, listing
 from alexnet.data.layout import discover
+from alexnet.data.pool import pool_map
 from alexnet.data.prepare import prepare
 from alexnet.data.preprocess import RESIZE, UnreadableImageError, load_image
 from alexnet.data.sample import SampleSpec, make_sample
@@ -386,6 +387,31 @@ def test_the_space_a_store_needs_is_estimated_from_its_images(sample_root, sampl
     jpeg = sum(p.stat().st_size for p in jpeg_store.rglob("*") if p.is_file())
     jpeg_estimate = space.store_bytes(layout, StoreSettings.from_manifest(Store.open(jpeg_store).manifest["settings"]))
     assert jpeg <= jpeg_estimate <= raw_estimate / 3  # JPEGs' sizes vary: room to spare, still far below raw
+
+
+def test_the_space_estimate_of_a_raw_store_covers_the_bytes_of_every_array_it_holds(sample_root, sample_store):
+    """Pixels, digests, labels and the mean image: only the .npy headers and the JSON files are left to "about"."""
+    arrays = sum(np.load(path, mmap_mode="r").nbytes for path in sample_store.glob("*.npy"))
+    assert arrays <= space.store_bytes(discover(sample_root), StoreSettings(256))
+
+
+def pid_of_worker(task):
+    return task, os.getpid()
+
+
+def test_tasks_run_on_as_many_forked_workers_as_asked_but_here_for_one_worker_or_one_task():
+    import multiprocessing
+
+    here = os.getpid()
+    workers = (os.cpu_count() or 1) + 1  # other than the pool's default of one per CPU
+    results = pool_map(pid_of_worker, [0, 1, 2], workers)
+    done = [next(results)]
+    assert len(multiprocessing.active_children()) == workers
+    done.extend(results)
+    assert sorted(task for task, _ in done) == [0, 1, 2] and here not in {pid for _, pid in done}
+    assert here not in {pid for _, pid in pool_map(pid_of_worker, [0, 1], 2)}
+    assert list(pool_map(pid_of_worker, [0, 1], 1)) == [(0, here), (1, here)]
+    assert list(pool_map(pid_of_worker, [0], workers)) == [(0, here)]
 
 
 def test_a_disk_without_room_for_the_store_is_refused_before_anything_is_written(sample_root, tmp_path, monkeypatch):
