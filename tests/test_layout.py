@@ -13,6 +13,7 @@ from PIL import Image
 from scipy.io import savemat
 
 from alexnet.data.layout import LayoutError, discover, open_item
+from alexnet.data.sample import SampleSpec, make_sample
 
 
 def jpeg(path, colour=(200, 30, 30), size=(40, 30)):
@@ -202,6 +203,29 @@ def test_sample_dataset_is_in_the_real_layout(sample_root):
     assert layout.num_classes == 6
     assert len(layout.train) == 36 and len(layout.val) == 18
     assert sorted(np.bincount([label for _, label in layout.val])) == [3] * 6
+
+
+def test_each_sample_class_has_its_own_stripe_orientation_evenly_spaced_over_half_a_turn(sample_root):
+    """Measured as the peak of each validation image's spectrum: within 0.2 rad of pi * label / classes."""
+    layout = discover(sample_root)
+    for path, label in layout.val:
+        gray = np.asarray(Image.open(sample_root / path).convert("L"), dtype=float)
+        spectrum = np.abs(np.fft.fft2(gray - gray.mean()))
+        y, x = np.unravel_index(np.argmax(spectrum), spectrum.shape)
+        angle = np.arctan2(np.fft.fftfreq(gray.shape[0])[y], np.fft.fftfreq(gray.shape[1])[x])
+        off = (angle - np.pi * label / layout.num_classes + np.pi / 2) % np.pi - np.pi / 2  # stripes: modulo pi
+        assert abs(off) < 0.2, (path, label, off)
+
+
+def test_a_sample_dataset_is_made_once_and_another_spec_is_refused_in_its_folder(tmp_path):
+    spec = SampleSpec(classes=2, train_per_class=2, val_per_class=1, scale=0.2)
+    root = make_sample(tmp_path / "sample", spec)
+    files = {path: path.stat().st_mtime_ns for path in root.rglob("*") if path.is_file()}
+    assert make_sample(root, spec) == root
+    assert {path: path.stat().st_mtime_ns for path in root.rglob("*") if path.is_file()} == files
+    other = SampleSpec(classes=2, train_per_class=2, val_per_class=1, scale=0.2, seed=1)
+    with pytest.raises(LayoutError, match=re.escape(f"holds the sample dataset {spec}, not the data.sample asked for")):
+        make_sample(root, other)
 
 
 def official_archives(sample_root, root):

@@ -19,6 +19,7 @@ from alexnet.data import prepare as prepare_module
 from alexnet.data import space, stats
 from alexnet.data.identity import describe_source, listing
 from alexnet.data.layout import discover
+from alexnet.data.pool import pool_map
 from alexnet.data.prepare import prepare
 from alexnet.data.preprocess import RESIZE, UnreadableImageError, load_image
 from alexnet.data.sample import SampleSpec, make_sample
@@ -119,6 +120,22 @@ def test_each_eigenvector_is_signed_so_that_its_components_sum_to_at_least_zero(
     _, eigval, eigvec = stats.statistics(tmp_path, StoreSettings(64), 1, False)
     np.testing.assert_allclose(eigval, variances, rtol=0.05)
     np.testing.assert_allclose(eigvec, axes, atol=0.1)
+
+
+def test_the_pca_of_a_few_pixels_is_numpys_sample_covariance_with_its_n_minus_1(tmp_path):
+    """128 pixels: a divisor off by one pixel moves the eigenvalues by 1 in 127, not by 1 in millions."""
+    pixels = np.random.default_rng(1).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    np.save(tmp_path / "train_images.npy", pixels)
+    np.save(tmp_path / "train_labels.npy", np.zeros(2, np.int16))
+    mean, eigval, _ = stats.statistics(tmp_path, StoreSettings(8), 1, False)
+    expected = np.linalg.eigvalsh(np.cov(pixels.reshape(-1, 3).T / 255.0))[::-1]
+    np.testing.assert_allclose(eigval, expected, rtol=1e-10)
+    np.testing.assert_allclose(mean, pixels.mean(axis=0), rtol=1e-12)
+
+
+def test_store_settings_read_from_a_manifest_are_those_it_was_written_with():
+    for settings in (StoreSettings(64, "jpeg", 8), StoreSettings(32, "jpeg"), StoreSettings(256)):
+        assert StoreSettings.from_manifest(settings.as_manifest()) == settings
 
 
 def test_statistics_do_not_depend_on_how_the_training_images_are_cut_into_chunks(jpeg_store):
@@ -243,6 +260,22 @@ def test_a_log_line_that_a_kill_cut_short_is_no_record_and_its_chunk_is_done_aga
     assert files_of(store) == files_of(sample_store)
 
 
+def test_a_last_log_line_whole_but_for_its_newline_is_no_record_and_repair_cuts_it_off(
+    sample_root, tmp_path, monkeypatch
+):
+    """The kill came before the newline: the next record would run on from it, so it is no record either."""
+    store = tmp_path / "store"
+    prepare_killed_after(3, monkeypatch, sample_root, store, image_size=32)
+    log = store / "progress.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    assert json.loads(lines[2])["chunk"] == 2
+    log.write_bytes(b"".join(lines[:2]) + lines[2].rstrip(b"\n"))
+    assert chunks_module.read_progress(store)["done"] == {"train": [0, 1], "val": []}
+    assert log.read_bytes() == b"".join(lines[:2]) + lines[2].rstrip(b"\n"), "read without repair: left as it is"
+    assert chunks_module.read_progress(store, repair=True)["done"] == {"train": [0, 1], "val": []}
+    assert log.read_bytes() == b"".join(lines[:2])
+
+
 def test_preparation_killed_before_its_first_chunk_resumes_to_an_identical_store(
     sample_root, sample_store, tmp_path, monkeypatch
 ):
@@ -354,6 +387,31 @@ def test_the_space_a_store_needs_is_estimated_from_its_images(sample_root, sampl
     jpeg = sum(p.stat().st_size for p in jpeg_store.rglob("*") if p.is_file())
     jpeg_estimate = space.store_bytes(layout, StoreSettings.from_manifest(Store.open(jpeg_store).manifest["settings"]))
     assert jpeg <= jpeg_estimate <= raw_estimate / 3  # JPEGs' sizes vary: room to spare, still far below raw
+
+
+def test_the_space_estimate_of_a_raw_store_covers_the_bytes_of_every_array_it_holds(sample_root, sample_store):
+    """Pixels, digests, labels and the mean image: only the .npy headers and the JSON files are left to "about"."""
+    arrays = sum(np.load(path, mmap_mode="r").nbytes for path in sample_store.glob("*.npy"))
+    assert arrays <= space.store_bytes(discover(sample_root), StoreSettings(256))
+
+
+def pid_of_worker(task):
+    return task, os.getpid()
+
+
+def test_tasks_run_on_as_many_forked_workers_as_asked_but_here_for_one_worker_or_one_task():
+    import multiprocessing
+
+    here = os.getpid()
+    workers = (os.cpu_count() or 1) + 1  # other than the pool's default of one per CPU
+    results = pool_map(pid_of_worker, [0, 1, 2], workers)
+    done = [next(results)]
+    assert len(multiprocessing.active_children()) == workers
+    done.extend(results)
+    assert sorted(task for task, _ in done) == [0, 1, 2] and here not in {pid for _, pid in done}
+    assert here not in {pid for _, pid in pool_map(pid_of_worker, [0, 1], 2)}
+    assert list(pool_map(pid_of_worker, [0, 1], 1)) == [(0, here), (1, here)]
+    assert list(pool_map(pid_of_worker, [0], workers)) == [(0, here)]
 
 
 def test_a_disk_without_room_for_the_store_is_refused_before_anything_is_written(sample_root, tmp_path, monkeypatch):

@@ -206,6 +206,17 @@ def test_a_training_class_whose_every_image_is_undecodable_is_refused_naming_it(
     assert not (tmp_path / "store" / "manifest.json").exists()
 
 
+def test_training_classes_without_a_readable_image_are_refused_up_to_the_last_class_naming_the_first_five(tmp_path):
+    root = tiny_sample(tmp_path / "root", classes=7)
+    wnids = sorted(p.name for p in (root / "train").iterdir())
+    for wnid in wnids[1:]:  # every class but the first, the last included
+        for image in (root / "train" / wnid).iterdir():
+            image.write_bytes(b"not a JPEG")
+    with pytest.raises(LayoutError, match=r"6 training class\(es\)") as refused:
+        prepare(root, tmp_path / "store", image_size=32, workers=1, progress_bar=False)
+    assert re.findall(r"train/(n\d+) \(e\.g\.", str(refused.value)) == wnids[1:6]
+
+
 @pytest.mark.parametrize("form", ["folders", "archives"])
 def test_a_byte_identical_copy_of_the_source_elsewhere_is_accepted_saying_so(tmp_path, capsys, form):
     root = tiny_sample(tmp_path / "made")
@@ -345,6 +356,30 @@ def test_an_old_store_is_upgraded_without_its_source_and_not_with_another(tmp_pa
         prepare(root, store, image_size=32, workers=1, progress_bar=False)
     assert "the listing of data.root" in upgrade(store, root)
     prepare(root, store, image_size=32, workers=1, progress_bar=False)
+
+
+def test_an_old_store_is_upgraded_from_the_root_it_records_which_is_recorded_resolved(tmp_path, monkeypatch):
+    root = tiny_sample(tmp_path / "made")
+    store = tmp_path / "store"
+    prepare(root, store, image_size=32, workers=1, progress_bar=False)
+    old_store(store)
+    assert f"the listing of data.root={root.resolve()}" in upgrade(store)  # no data.root given: the recorded one
+    assert manifest_of(store)["source"]["root"] == str(root.resolve())
+    old_store(store)
+    monkeypatch.chdir(tmp_path)
+    assert "the listing of data.root=made " in upgrade(store, "made")
+    assert manifest_of(store)["source"]["root"] == str(root.resolve())
+
+
+def test_an_old_store_whose_files_are_damaged_is_not_upgraded(tmp_path):
+    root = tiny_sample(tmp_path / "made")
+    store = tmp_path / "store"
+    prepare(root, store, image_size=32, workers=1, progress_bar=False)
+    old = old_store(store)
+    (store / "mean.npy").write_bytes((store / "mean.npy").read_bytes()[:-1])
+    with pytest.raises(StoreError, match=rf"The store in {store} is damaged \(mean\.npy: .*not upgraded"):
+        upgrade(store, root)
+    assert (store / "manifest.json").read_bytes() == old
 
 
 @pytest.mark.slow
