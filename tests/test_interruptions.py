@@ -71,6 +71,7 @@ def test_sigkill_mid_run_then_ckpt_path_last_finishes_the_configured_epochs(tmp_
     assert resumed.wait(timeout=600) == 0, resumed.stdout.read().decode()[-3000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["epochs"] == 3 and results["steps"] == 3 * 4
+    assert results["overrides"][-2:] == ["trainer.max_epochs=3", "ckpt_path=last"]  # the command that finished it
     # The resumed process trained from the checkpoint the kill left, not from scratch.
     assert (tmp_path / "first_steps.txt").read_text().split("\n")[:2] == ["0 0", f"{killed_at} {killed_at // 4}"]
 

@@ -341,6 +341,7 @@ def test_a_store_of_the_previous_version_is_upgraded_in_place_without_decoding(t
     datamodule.setup()
     trained = {"model": {}, "optim": {}, "data": {}, "store": {"manifest_xxh3": xxhash.xxh3_128_hexdigest(old)}}
     assert disagreements(trained, {}, {}, {"store_dir": str(store)}, datamodule.store_identity()) == []
+    assert datamodule.store_identity()["wnids"] == opened.manifest["wnids"]  # the classes eval.py checks, in order
 
 
 def test_an_old_store_is_upgraded_without_its_source_and_not_with_another(tmp_path):

@@ -352,3 +352,18 @@ def test_results_are_the_final_networks_and_the_best_validation_epochs_are_kept_
     final_weights = read_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"]
     best_weights = read_checkpoint(best["checkpoint"])["state_dict"]
     assert not torch.equal(final_weights["net.fc8.weight"], best_weights["net.fc8.weight"])  # two networks
+
+
+def test_the_printed_errors_add_the_best_validation_epochs_only_where_it_is_not_the_final_network():
+    from alexnet.training.results import errors_line
+
+    final = {"top1_err": 0.4, "top5_err": 0.2, "top1_err_10crop": 0.38, "top5_err_10crop": 0.19, "epochs": 12}
+    rates = "top1_err=0.4000  top5_err=0.2000  top1_err_10crop=0.3800  top5_err_10crop=0.1900"
+    assert errors_line(final) == rates
+    best = {"epoch": 8, "top1_err": 0.3, "top5_err": 0.1, "top1_err_10crop": 0.29, "top5_err_10crop": 0.09}
+    assert errors_line({**final, "best_on_val": {**best, "epoch": 11}}) == rates  # the last epoch is the final network
+    assert errors_line({**final, "best_on_val": best}).splitlines() == [
+        rates,
+        "best on validation (epoch 8, chosen on these images): "
+        "top1_err=0.3000  top5_err=0.1000  top1_err_10crop=0.2900  top5_err_10crop=0.0900",
+    ]

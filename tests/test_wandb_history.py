@@ -2,13 +2,16 @@
 of a run that never stopped (alexnet.training.wandb_history). The end-to-end check, training stopped and resumed, is
 tests/test_resume.py."""
 
+import json
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
+from wandb.proto import wandb_internal_pb2 as pb
 
-from alexnet.training.wandb_history import STEP, Segment, merge, read_segment, segments, write_run
+from alexnet.training.wandb_history import STEP, Segment, merge, read_segment, records, segments, write_run
 from fast_run import ROOT
 from wandb_files import wait_for_exit_records
 
@@ -106,3 +109,42 @@ def test_the_folders_of_the_directorys_run_are_joined_in_the_order_they_started_
     )
     write_run(tmp_path, mode="offline")  # again, after more epochs: the earlier upload's folder is replaced
     assert len(list((tmp_path / "wandb-upload" / "wandb").glob("offline-run-*"))) == 1
+
+
+def leveldb_log(payloads: list[bytes]) -> bytes:
+    """The framing of a `.wandb` file written out from LevelDB's log format: each record is cut into fragments that
+    fit what is left of a 32 KiB block after a 7-byte header; fewer than 7 bytes left are zero padding, exactly 7
+    take a header with an empty fragment."""
+    out = bytearray(b":W&B" + (0xBEE1).to_bytes(2, "little") + b"\0")
+    for payload in payloads:
+        left, first = payload, True
+        while True:
+            room = 32768 - len(out) % 32768
+            if room < 7:
+                out += bytes(room)
+                continue
+            piece, left = left[: room - 7], left[room - 7 :]
+            kind = (1 if not left else 2) if first else (4 if not left else 3)
+            crc = zlib.crc32(piece, zlib.crc32(bytes([kind])))
+            out += crc.to_bytes(4, "little") + len(piece).to_bytes(2, "little") + bytes([kind]) + piece
+            first = False
+            if not left:
+                break
+    return bytes(out)
+
+
+def history(**row) -> bytes:
+    record = pb.Record()
+    for key, value in row.items():
+        record.history.item.add(key=key, value_json=json.dumps(value))
+    return record.SerializeToString()
+
+
+def test_records_framed_to_a_blocks_last_header_are_read_each_on_its_own(tmp_path):
+    # The first record ends exactly 7 bytes before the block's end: the next one starts there with an empty fragment.
+    pad = next(n for n in range(32000, 33000) if len(history(pad="x" * n)) == 32768 - 3 * 7)
+    rows = [{"pad": "x" * pad}, {STEP: 1, "train/loss": 0.5}, {STEP: 2, "lr-PaperSGD": 0.01}]
+    path = tmp_path / "run-abc.wandb"
+    path.write_bytes(leveldb_log([history(**row) for row in rows]))
+    read = [{item.key: json.loads(item.value_json) for item in r.history.item} for r in records(path)]
+    assert read == rows  # each row alone: no record's fields carried into the next
