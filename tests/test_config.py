@@ -1,6 +1,7 @@
 """The configuration users type: experiments compose, and mistakes fail at once, naming the key."""
 
 import hashlib
+from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
@@ -202,3 +203,10 @@ def test_the_default_stores_name_is_the_sources_name_a_hash_of_its_path_the_form
     source = "/datasets/imagenet"
     digest = hashlib.sha1(source.encode()).hexdigest()[:8]  # stores prepared before keep their folder's name
     assert store_name(source, store_format, 256) == f"imagenet-{digest}-jpeg-256"
+
+
+def test_the_runs_last_checkpoint_goes_where_callbacks_last_says(compose, tmp_path):
+    from alexnet.training.train import checkpoint_dir
+
+    assert checkpoint_dir(compose(f"callbacks.last.dirpath={tmp_path}/elsewhere")) == tmp_path / "elsewhere"
+    assert checkpoint_dir(compose("callbacks.last=null")) == Path(compose().paths.output_dir) / "checkpoints"

@@ -172,3 +172,21 @@ def test_a_set_aside_run_is_described_by_what_its_files_say_and_a_torn_file_is_l
     (tmp_path / "results.json").write_text(json.dumps({"epochs": 3}))  # a key short
     (tmp_path / RECORD).write_text(json.dumps({"attempt": 1}))
     assert describe(tmp_path) == "unfinished"
+
+
+def test_each_attempt_is_recorded_with_when_where_which_job_and_what_it_resumed(tmp_path, monkeypatch):
+    from alexnet.training.rundir import Attempt
+
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    Attempt(tmp_path, None, None)
+    record = json.loads((tmp_path / RECORD).read_text())
+    Attempt(tmp_path, record, str(tmp_path / "last.ckpt"))
+    first, second = json.loads((tmp_path / RECORD).read_text())["attempts"]
+    keys = {"started", "host", "pid", "slurm_job", "command", "resumed_from", "seconds"}
+    assert set(first) == set(second) == keys
+    assert (first["slurm_job"], first["resumed_from"], second["resumed_from"]) == (
+        "4242",
+        None,
+        str(tmp_path / "last.ckpt"),
+    )
+    assert first["host"] and first["started"][:4].isdigit() and first["seconds"] >= 0
