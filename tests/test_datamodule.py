@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet.data.datamodule import ImageNetDataModule
+from alexnet.data.datamodule import ImageNetDataModule, ShardedBatchSampler
 from alexnet.data.store import Store
 
 
@@ -42,3 +42,8 @@ def test_a_raw_batch_passes_through_untouched(sample_root, stores):
     datamodule.setup()
     batch = next(iter(datamodule.train_dataloader()))
     assert datamodule.on_before_batch_transfer(batch, 0) is batch
+
+
+def test_each_process_evaluates_every_worldth_image_so_the_processes_share_the_split_once():
+    shards = [list(ShardedBatchSampler(10, batch_size=2, shuffle=False, rank=r, world=3)) for r in range(3)]
+    assert [sum(batches, []) for batches in shards] == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]

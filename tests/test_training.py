@@ -32,6 +32,7 @@ def test_fit_evaluates_and_writes_results(compose, tmp_path, run_data_dir, narro
     for key in ERRORS:
         assert 0.0 <= saved[key] <= 1.0
     assert saved["epochs"] == 2 and saved["steps"] == 2 * (35 // 8) and saved["num_classes"] == 6
+    assert saved["output_dir"] == str(tmp_path / "run") and saved["name"] == cfg.name  # which run wrote it, where
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert "last.ckpt" in checkpoints and any(name.startswith("best-epoch") for name in checkpoints)
     with (tmp_path / "run" / "csv" / "metrics.csv").open() as f:
