@@ -136,6 +136,15 @@ def test_the_pca_of_a_few_pixels_is_numpys_sample_covariance_with_its_n_minus_1(
 def test_store_settings_read_from_a_manifest_are_those_it_was_written_with():
     for settings in (StoreSettings(64, "jpeg", 8), StoreSettings(32, "jpeg"), StoreSettings(256)):
         assert StoreSettings.from_manifest(settings.as_manifest()) == settings
+    # the manifest's own words, which stores already written hold: a store is reused only if they match
+    assert StoreSettings(256).as_manifest() == {"image_size": 256, "resize": RESIZE}
+    assert StoreSettings(64, "jpeg", 8).as_manifest() == {
+        "image_size": 64,
+        "resize": RESIZE,
+        "format": "jpeg",
+        "quality": 90,
+        "chunk_size": 8,
+    }
 
 
 def test_statistics_do_not_depend_on_how_the_training_images_are_cut_into_chunks(jpeg_store):
