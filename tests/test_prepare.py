@@ -794,3 +794,8 @@ def test_the_space_a_store_already_takes_counts_the_blocks_its_files_hold(tmp_pa
 def test_a_source_is_described_by_its_sample_spec_or_its_fingerprint():
     assert describe_source({"root": "/d", "sample": "S(1)"}) == "/d (sample S(1))"
     assert describe_source({"root": "/d", "fingerprint": "ab12"}) == "/d (fingerprint ab12)"
+
+
+def test_store_settings_refuse_an_image_size_outside_its_rule_naming_the_key():
+    with pytest.raises(ValueError, match=r"data\.image_size=0"):
+        StoreSettings(0)
