@@ -43,6 +43,19 @@ def test_the_table_counts_verdicts_as_kills_or_harmless_and_lists_what_is_left_a
     assert "75.0%" in small
     rows, alive = mutation_score.table(found, {"s1": "test", "s2": "equivalent"})
     assert alive == [] and "| `all` | 174 | 74 | 72 | 1 | 1 | 0 | 98.6% |" in rows[-1]
+    # weighted by module size over the modules run: (70 x 70/70 + 4 x 3/4) / 74, both run whole (no sampling error)
+    assert rows[-1].endswith("| 98.6% weighted by module size, 98.6-98.6% |")
+
+
+def test_the_package_wide_score_weights_each_sampled_module_by_its_size():
+    whole = mutation_score.Counter(mutants=10, run=10, mutmut=10)
+    sampled = mutation_score.Counter(mutants=90, run=20, mutmut=15)  # 75% of a sample of 20 from 90
+    p, variance = 0.75, (90 / 100) ** 2 * 0.75 * 0.25 / 19 * (1 - 20 / 90)
+    half = 1.96 * variance**0.5
+    expected = (
+        f"{100 * (0.1 + 0.9 * p):.1f}% weighted by module size, {100 * (0.775 - half):.1f}-{100 * (0.775 + half):.1f}%"
+    )
+    assert mutation_score.package_wide([whole, sampled]) == expected
 
 
 def test_the_interval_is_wilsons():

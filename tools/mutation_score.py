@@ -66,7 +66,7 @@ def table(found: dict[str, dict], verdicts: dict[str, str]) -> tuple[list[str], 
         "alive | score | 95% interval |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    unjudged, total = [], Counter()
+    unjudged, total, strata = [], Counter(), []
     for module, codes in found.items():
         c = Counter()
         for name, code in codes.items():
@@ -84,19 +84,35 @@ def table(found: dict[str, dict], verdicts: dict[str, str]) -> tuple[list[str], 
                 unjudged.append(name)
         c["mutants"] = len(codes)
         total += c
+        strata.append(c)
         rows.append(row(module, c))
-    rows.append(row("all", total))
+    rows.append(row("all", total, package_wide(strata)))
     return rows, unjudged
 
 
-def row(module: str, c: Counter) -> str:
+def package_wide(strata: list[Counter]) -> str:
+    """The whole package's score from a sample per module: each module's share weighted by its mutant count, with
+    the normal 95% interval of that stratified estimate (each module's variance shrunk by the share not sampled)."""
+    run = [c for c in strata if c["run"]]
+    size = sum(c["mutants"] for c in run)
+    score = sum(c["mutants"] * (c["mutmut"] + c["tests"]) / c["run"] for c in run) / size
+    variance = 0.0
+    for c in run:
+        p, n, m = (c["mutmut"] + c["tests"]) / c["run"], c["run"], c["mutants"]
+        if n > 1:
+            variance += (m / size) ** 2 * p * (1 - p) / (n - 1) * (1 - n / m)
+    half = 1.96 * math.sqrt(variance)
+    return f"{100 * score:.1f}% weighted by module size, {100 * (score - half):.1f}-{100 * (score + half):.1f}%"
+
+
+def row(module: str, c: Counter, weighted: str = "") -> str:
     killed, run = c["mutmut"] + c["tests"], c["run"]
     low, high = wilson(killed, run)
     score = f"{100 * killed / run:.1f}%" if run else "-"
-    sampled = "" if run == c["mutants"] else f"{100 * low:.0f}-{100 * high:.0f}%"
+    interval = weighted or ("" if run == c["mutants"] else f"{100 * low:.0f}-{100 * high:.0f}%")
     return (
         f"| `{module}` | {c['mutants']} | {run} | {c['mutmut']} | {c['tests']} | {c['harmless']} | {c['alive']} | "
-        f"{score} | {sampled} |"
+        f"{score} | {interval} |"
     )
 
 
