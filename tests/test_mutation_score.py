@@ -1,6 +1,7 @@
 """tools/mutation_score.py: the sample it names and the table it counts, on a made-up mutants/ folder."""
 
 import json
+import re
 import sys
 
 import pytest
@@ -61,3 +62,13 @@ def test_the_package_wide_score_weights_each_sampled_module_by_its_size():
 def test_the_interval_is_wilsons():
     low, high = mutation_score.wilson(18, 20)
     assert (round(low, 4), round(high, 4)) == (0.699, 0.9721)  # 18 of 20: p=0.9, z=1.96
+
+
+def test_every_verdict_is_a_known_kind_and_every_test_it_names_exists():
+    lines = (ROOT / "docs" / "mutation-verdicts.tsv").read_text().splitlines()
+    assert lines[0] == "mutant\tverdict\twhy"
+    for line in lines[1:]:
+        name, verdict, why = line.split("\t")
+        assert verdict in mutation_score.KILLED_BY | mutation_score.HARMLESS and why, line
+        for path, test in re.findall(r"(tests/\w+\.py)::(\w+)", why):
+            assert f"def {test}(" in (ROOT / path).read_text(), (name, path, test)
