@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -421,6 +422,21 @@ def test_tasks_run_on_as_many_forked_workers_as_asked_but_here_for_one_worker_or
     assert here not in {pid for _, pid in pool_map(pid_of_worker, [0, 1], 2)}
     assert list(pool_map(pid_of_worker, [0, 1], 1)) == [(0, here), (1, here)]
     assert list(pool_map(pid_of_worker, [0], workers)) == [(0, here)]
+
+
+def sigterm_disposition(task):
+    return task, signal.getsignal(signal.SIGTERM)
+
+
+def test_the_workers_stop_on_sigterm_though_the_process_that_forked_them_ignores_it():
+    """The pool's exit stops its idle workers with SIGTERM: a worker that inherited a handler that does not exit (as
+    Lightning's, left installed by a run that failed in its teardown) kept the pool's exit waiting for ever."""
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        done = list(pool_map(sigterm_disposition, [0, 1], 2))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert [handler for _, handler in done] == [signal.SIG_DFL, signal.SIG_DFL]
 
 
 def test_a_disk_without_room_for_the_store_is_refused_before_anything_is_written(sample_root, tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import signal
 from collections.abc import Iterator
 
 
@@ -12,8 +13,15 @@ def pool_map(function, tasks: list, workers: int) -> Iterator:
     if workers <= 1 or len(tasks) <= 1:
         yield from map(function, tasks)
         return
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    with multiprocessing.get_context("fork").Pool(workers, initializer=_stopped_by_sigterm) as pool:
         yield from pool.imap_unordered(function, tasks)
+
+
+def _stopped_by_sigterm() -> None:
+    """The pool's exit stops idle workers with SIGTERM. A worker forked from a process with a SIGTERM handler that
+    does not exit (Lightning's, left installed when a run fails in its logger's teardown) would live on, and the
+    pool's exit would wait for it for ever."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @contextlib.contextmanager
