@@ -2,6 +2,7 @@
 
 import contextlib
 import errno
+import faulthandler
 import json
 import os
 import re
@@ -432,9 +433,11 @@ def test_the_workers_stop_on_sigterm_though_the_process_that_forked_them_ignores
     """The pool's exit stops its idle workers with SIGTERM: a worker that inherited a handler that does not exit (as
     Lightning's, left installed by a run that failed in its teardown) kept the pool's exit waiting for ever."""
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    faulthandler.dump_traceback_later(60, exit=True)  # a pool that never closes ends this process, not the suite
     try:
         done = list(pool_map(sigterm_disposition, [0, 1], 2))
     finally:
+        faulthandler.cancel_dump_traceback_later()
         signal.signal(signal.SIGTERM, previous)
     assert [handler for _, handler in done] == [signal.SIG_DFL, signal.SIG_DFL]
 
