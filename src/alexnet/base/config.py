@@ -109,6 +109,53 @@ class Config:
     callbacks: dict[str, Any] | None = MISSING
 
 
+@dataclass
+class CifarModelConfig:
+    _target_: str = MISSING
+    activation: Activation = MISSING
+    num_classes: int = MISSING
+
+
+@dataclass
+class CifarDataConfig:
+    _target_: str = MISSING
+    root: str = MISSING
+    store_dir: str = MISSING
+    batch_size: int = MISSING
+    eval_batch_size: int = MISSING
+
+
+@dataclass
+class ClassifierOptimConfig:
+    lr: float = MISSING
+    momentum: float = MISSING
+    weight_decay: float = MISSING
+
+
+@dataclass
+class StopConfig:
+    level: float = MISSING
+    patience: int = MISSING
+
+
+@dataclass
+class Figure1Config:
+    """src/figure1.py's config (conf/figure1.yaml): Figure 1's net on CIFAR-10."""
+
+    name: str = MISSING
+    seed: int = MISSING
+    tags: list[str] = MISSING
+    model: CifarModelConfig = field(default_factory=CifarModelConfig)
+    data: CifarDataConfig = field(default_factory=CifarDataConfig)
+    optim: ClassifierOptimConfig = field(default_factory=ClassifierOptimConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    trainer: dict[str, Any] = MISSING
+    logger: dict[str, Any] | None = MISSING
+    callbacks: dict[str, Any] | None = MISSING
+
+
 def run_name(override_dirname: str) -> str:
     """A run's directory and wandb job type, from its overrides ("model.lrn-false__data.crop_size-224"):
     "baseline" for none; only characters that a path and a Hydra override both take unquoted; shortened
@@ -142,6 +189,7 @@ def tasks_per_node(devices: Any) -> int:
 
 def register() -> None:
     ConfigStore.instance().store(name="schema", node=Config)
+    ConfigStore.instance().store(name="figure1_schema", node=Figure1Config)
     for name, resolver in (("run_name", run_name), ("tasks_per_node", tasks_per_node), ("store_name", store_name)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)

@@ -149,6 +149,8 @@ RULES: dict[str, KeyRule] = {
         ),
         KeyRule("optim.patience", Interval(0), "epochs without improvement before a drop"),
         KeyRule("optim.max_drops", Interval(0), "3 in Section 5"),
+        KeyRule("stop.level", Interval(0, 1, low_open=True, high_open=True), "a training error (0.25 in Figure 1)"),
+        KeyRule("stop.patience", Interval(1), "epochs without a lower training error before a run stops"),
         KeyRule("trainer.max_epochs", Interval(1), "about 90 in Section 5"),
         KeyRule("trainer.log_every_n_steps", Interval(1)),
         KeyRule(

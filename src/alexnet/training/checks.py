@@ -55,9 +55,9 @@ def _disagreements(cfg: DictConfig, refused: set[str]) -> list[str]:
 
     model, data = cfg.get("model"), cfg.get("data")
     found = []
-    if data is not None and not refused & {"data.crop_size", "data.image_size"}:
+    if data is not None and "crop_size" in data and not refused & {"data.crop_size", "data.image_size"}:
         found.append(crop_problem(data.crop_size, data.image_size))
-    if model is not None:
+    if model is not None and "placement" in model:  # AlexNet's keys (Figure 1's net has none of these rules)
         found.append(placement_problem(model.placement, model.columns, list(model.devices or [])))
         if data is not None and model.input_size != data.crop_size:
             found.append(
@@ -132,7 +132,7 @@ class CheckConfig(Callback):
             sys.exit(report(error))
 
 
-def refuse_unknown_keys(conf_dir: str | Path, argv: list[str] | None = None) -> None:
+def refuse_unknown_keys(conf_dir: str | Path, argv: list[str] | None = None, schema: type = Config) -> None:
     """Exits, listing each key of the command line that the schema lacks (unknown_keys), before Hydra composes
     the config. Hydra refuses `model.dropuot=0` itself, but advises `+model.dropuot=0`, which the structured
     config then takes (`+` opens it) and the network's constructor refuses only once torch has loaded."""
@@ -140,12 +140,12 @@ def refuse_unknown_keys(conf_dir: str | Path, argv: list[str] | None = None) -> 
 
     overrides = get_args_parser().parse_args(sys.argv[1:] if argv is None else argv).overrides
     groups = [p.name for p in Path(conf_dir).iterdir() if p.is_dir()]
-    found = unknown_keys(overrides, groups)
+    found = unknown_keys(overrides, groups, schema)
     if found:
         sys.exit(report(ConfigError("the config has no such key:\n  " + "\n  ".join(found))))
 
 
-def unknown_keys(overrides: list[str], groups: list[str]) -> list[str]:
+def unknown_keys(overrides: list[str], groups: list[str], schema: type = Config) -> list[str]:
     """Each override (`key=value`, `+key=value`, `++key=value`, `~key`) whose key is neither in the schema nor a
     config group (conf/<group>/), with the closest key and the keys beside it. trainer.*, logger.* and
     callbacks.* stay open: they take any argument of Lightning's Trainer, logger or callback classes."""
@@ -161,14 +161,14 @@ def unknown_keys(overrides: list[str], groups: list[str]) -> list[str]:
         key = override.key_or_group
         if "/" in key or override.package is not None:  # hydra/launcher=slurm, data@...: a group's choice
             continue
-        problem = _unknown_key(key, groups)
+        problem = _unknown_key(key, groups, schema)
         if problem:
             found.append(problem)
     return found
 
 
-def _unknown_key(key: str, groups: list[str]) -> str | None:
-    fields, prefix = _schema_fields(Config), ""
+def _unknown_key(key: str, groups: list[str], schema: type) -> str | None:
+    fields, prefix = _schema_fields(schema), ""
     for name in key.split("."):
         known = sorted(set(fields) | (set() if prefix else set(groups)))
         if name not in known:
@@ -176,10 +176,10 @@ def _unknown_key(key: str, groups: list[str]) -> str | None:
             hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
             where = f"{prefix}* holds" if prefix else "the config's keys and groups are"
             return f"{prefix}{name}{hint}: {where} {', '.join(known)}"
-        schema = fields.get(name)
-        if schema is None:  # a value, an open dict (trainer, logger, callbacks) or a group: Hydra checks the rest
+        inner = fields.get(name)
+        if inner is None:  # a value, an open dict (trainer, logger, callbacks) or a group: Hydra checks the rest
             return None
-        fields = _schema_fields(schema)
+        fields = _schema_fields(inner)
         prefix += f"{name}."
     return None
 

@@ -111,6 +111,17 @@ def device_name(device: torch.device) -> str:
 def provenance(store: Store, device: torch.device) -> dict:
     """What any number in results.json can be traced to: the code's commit, the store (its manifest's checksum,
     which covers every file's checksum, and its source), the package versions and the device."""
+    store_facts = {
+        "dir": str(store.root.resolve()),
+        "manifest_xxh3": file_digest(store.root / "manifest.json"),
+        "source": store.manifest["source"],
+    }
+    code = code_provenance(device)
+    return {"git": code["git"], "store": store_facts, "packages": code["packages"], "device": code["device"]}
+
+
+def code_provenance(device: torch.device) -> dict:
+    """The code's commit (and whether the checkout differs from it), the package versions and the device."""
     checkout = _source_checkout()
     packages: dict[str, str | None] = {}
     for name in PACKAGES:
@@ -120,11 +131,6 @@ def provenance(store: Store, device: torch.device) -> dict:
             packages[name] = None
     return {
         "git": git_state(checkout) if checkout is not None else {"commit": None, "dirty": None},
-        "store": {
-            "dir": str(store.root.resolve()),
-            "manifest_xxh3": file_digest(store.root / "manifest.json"),
-            "source": store.manifest["source"],
-        },
         "packages": packages,
         "device": device_name(device),
     }

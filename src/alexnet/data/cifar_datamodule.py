@@ -1,0 +1,92 @@
+"""CIFAR-10 batches from memory: the whole set (184 MB as float32) lives on the device the network trains on,
+and a batch is one index into it, so an epoch is never limited by a loader, on a GPU or on the CPU."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from alexnet.base.rules import require
+from alexnet.data.cifar import load, prepare
+
+
+class Batches:
+    """Batches of (images, labels) from tensors, in the order `order()` gives each time it is iterated (all images
+    once; the last batch may be smaller, so every image counts once per epoch)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, order: Callable[[], torch.Tensor]):
+        self.images, self.labels, self.batch_size, self.order = images, labels, batch_size, order
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self.order().to(self.labels.device)
+        for start in range(0, len(order), self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield self.images[index], self.labels[index]
+
+
+def epoch_order(size: int, seed: int, epoch: int) -> torch.Tensor:
+    """The training images' order in `epoch`: one permutation per (seed, epoch), so a run repeats itself and an
+    epoch's order does not depend on what ran before it."""
+    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+    return torch.randperm(size, generator=generator)
+
+
+class CIFAR10DataModule(L.LightningDataModule):
+    """`root`: CIFAR-10 as a user has it (alexnet.data.cifar); `store_dir`: where its arrays are kept. The
+    validation and test loaders are both the 10,000 test images (CIFAR-10 has no other held-out set)."""
+
+    def __init__(self, root: str, store_dir: str, batch_size: int = 128, eval_batch_size: int = 1000, seed: int = 0):
+        super().__init__()
+        require("data", batch_size=batch_size, eval_batch_size=eval_batch_size)
+        self.root, self.store_dir = root, Path(store_dir)
+        self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
+        self.save_hyperparameters({"root": root, "store_dir": store_dir, "batch_size": batch_size, "seed": seed})
+        self.manifest: dict | None = None
+        self.tensors: dict[str, torch.Tensor] = {}
+
+    def prepare_data(self) -> None:
+        if self.manifest is None:  # Lightning calls this for fit and again for each test: decode once
+            self.manifest = prepare(self.root, self.store_dir)
+
+    @property
+    def classes(self) -> list[str]:
+        assert self.manifest is not None, "prepare_data() first"
+        return list(self.manifest["classes"])
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tensors:
+            return
+        self.manifest, arrays = load(self.store_dir)
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        train = torch.from_numpy(arrays["train_images"]).permute(0, 3, 1, 2).float()
+        mean = train.mean(dim=0, keepdim=True)  # the training set's mean image, over raw 0-255 values
+        test = torch.from_numpy(arrays["test_images"]).permute(0, 3, 1, 2).float()
+        self.tensors = {
+            "train_images": (train - mean).contiguous().to(device),
+            "train_labels": torch.from_numpy(arrays["train_labels"]).to(device),
+            "test_images": (test - mean).contiguous().to(device),
+            "test_labels": torch.from_numpy(arrays["test_labels"]).to(device),
+            "mean": mean.to(device),
+        }
+
+    def train_dataloader(self) -> Batches:
+        images, labels = self.tensors["train_images"], self.tensors["train_labels"]
+        return Batches(images, labels, self.batch_size, lambda: epoch_order(len(labels), self.seed, self._epoch()))
+
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def _test_batches(self) -> Batches:
+        labels = self.tensors["test_labels"]
+        return Batches(self.tensors["test_images"], labels, self.eval_batch_size, lambda: torch.arange(len(labels)))
+
+    val_dataloader = _test_batches
+    test_dataloader = _test_batches
