@@ -10,11 +10,14 @@ import torch
 from omegaconf import OmegaConf, open_dict
 
 from alexnet.base.rules import RULES, Interval, KeyRule
+from alexnet.data.cifar_datamodule import CIFAR10DataModule
 from alexnet.data.datamodule import ImageNetDataModule
 from alexnet.data.sample import SampleSpec
+from alexnet.network.cifar import CifarConvNet
 from alexnet.network.lrn import LocalResponseNorm
 from alexnet.network.model import AlexNet
 from alexnet.training.checks import problems
+from alexnet.training.classifier import ClassifierModule
 from alexnet.training.module import AlexNetModule
 from alexnet.training.optim import PaperSGD
 from conftest import compose_config
@@ -51,11 +54,14 @@ EDGES = {
     "optim.lr_factor": ([0.001, 0.1, 0.999], [0.0, 1.0, -1.0, 10.0]),
     "optim.patience": ([0, 5], [-1]),
     "optim.max_drops": ([0, 3], [-1]),
+    "stop.level": ([0.001, 0.25, 0.999], [0.0, 1.0, -0.25]),
+    "stop.patience": ([1, 5], [0]),
     "trainer.max_epochs": ([1, 90], [0]),
     "trainer.log_every_n_steps": ([1], [0]),
     "trainer.overfit_batches": ([0], [1, 4]),
 }
 
+CIFAR_NET = {"_target_": "alexnet.network.cifar.CifarConvNet", "activation": "relu", "num_classes": 10}
 OPTIM = {"rule": "paper", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "decay_biases": False}
 OPTIM |= {"lr_factor": 0.1, "patience": 5, "max_drops": 3}
 
@@ -72,6 +78,14 @@ def datamodule(**kwargs):
     return ImageNetDataModule("root", "store", **kwargs)
 
 
+def cifar_datamodule(**kwargs):
+    return CIFAR10DataModule("root", "store", **kwargs)
+
+
+def classifier(**optim):
+    return ClassifierModule(CIFAR_NET, **{"lr": 0.01, "momentum": 0.9, **optim})
+
+
 def paper_sgd(**kwargs):
     return PaperSGD([torch.nn.Parameter(torch.zeros(1))], **kwargs)
 
@@ -83,17 +97,26 @@ def each(group: str, leaves: str, *builds) -> dict:
 
 # key -> each constructor that takes it, as a function of the key's value.
 CONSTRUCTORS = {
-    **each("model", "num_classes activation dropout dropout_scaling columns placement remove_conv init", alexnet),
+    **each("model", "num_classes dropout dropout_scaling columns placement remove_conv init", alexnet),
+    "model.activation": [lambda v: alexnet(activation=v), lambda v: CifarConvNet(activation=v)],
     "model.lrn_convention": [lambda v: alexnet(lrn_convention=v), lambda v: LocalResponseNorm(convention=v)],
-    **each("data", "store_format crop_size pca_lighting val_crops batch_size eval_batch_size", datamodule),
+    **each("data", "store_format crop_size pca_lighting val_crops", datamodule),
+    **each("data", "batch_size eval_batch_size", datamodule, cifar_datamodule),
     **each("data", "num_workers prepare_workers", datamodule),
     "data.image_size": [lambda v: datamodule(image_size=v, crop_size=1)],
     **each("data.sample", "classes train_per_class val_per_class scale", SampleSpec),
-    **each("optim", "lr momentum weight_decay", module, paper_sgd),
+    **each("optim", "lr momentum weight_decay", module, paper_sgd, classifier),
     **each("optim", "rule lr_factor patience max_drops", module),
 }
 # Keys that only the Hydra check sees: Lightning's Trainer takes them, not a constructor of this project.
-HYDRA_ONLY = {"trainer.max_epochs", "trainer.log_every_n_steps", "trainer.overfit_batches"}
+# stop.*: conf/figure1.yaml hands them to Lightning's EarlyStopping.
+HYDRA_ONLY = {
+    "trainer.max_epochs",
+    "trainer.log_every_n_steps",
+    "trainer.overfit_batches",
+    "stop.level",
+    "stop.patience",
+}
 
 
 def cases(accepted: bool, keys=EDGES) -> list:
@@ -168,8 +191,9 @@ FLOATS = sorted(key for key, (allowed, _) in EDGES.items() if any(isinstance(v, 
 def test_a_float_that_is_not_finite_is_refused_naming_the_key_and_the_range(composed, key, value):
     found = problems_with(composed, key, float(value))
     assert any(problem.startswith(f"{key}={float(value)}: must be finite and ") for problem in found), found
-    with pytest.raises(ValueError, match=f"{key}={float(value)}: must be finite and "):
-        CONSTRUCTORS[key][0](float(value))
+    for build in CONSTRUCTORS.get(key, []):
+        with pytest.raises(ValueError, match=f"{key}={float(value)}: must be finite and "):
+            build(float(value))
 
 
 @pytest.mark.parametrize(

@@ -290,11 +290,16 @@ def prepare(root: str | Path, store_dir: str | Path) -> dict:
         manifest = manifest_of(store_dir)
         if manifest is not None:
             made_from = manifest["source"]
+            if made_from["path"] != listing["path"]:
+                raise CifarError(
+                    f"data.store_dir={store_dir} holds CIFAR-10 decoded from {made_from['path']}, not from "
+                    f"data.root={path}: give another data.store_dir (or leave it unset: a folder per source)."
+                )
             if made_from != listing:
                 raise CifarError(
-                    f"data.store_dir={store_dir} holds CIFAR-10 decoded from {made_from['path']} ({made_from['files']} "
-                    f"files), and data.root={root} is {path} ({listing['files']} files), or its files changed since: "
-                    f"give another data.store_dir, or delete {store_dir} to decode data.root again."
+                    f"data.root={path}: its files changed since data.store_dir={store_dir} was decoded from them "
+                    f"({made_from['files']} files then, {listing['files']} now, or other sizes or times): delete "
+                    f"{store_dir} to decode them again."
                 )
             return manifest
         dataset = read(root)

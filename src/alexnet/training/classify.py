@@ -4,6 +4,7 @@ groups (the network and the data by `_target_`), trained until its training erro
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -73,6 +74,13 @@ def train_classifier(cfg: DictConfig) -> dict:
     write results.json."""
     directory = Path(cfg.paths.output_dir)
     with locked(directory):
+        done = finished(directory)
+        if done is not None:
+            print(
+                f"{directory} has this command's results ({summary_line(done)}): nothing was changed. Delete its "
+                f"{FILENAME} to train it again."
+            )
+            return done
         aside = set_aside(directory)
         if aside is not None:
             print(f"{directory} held an earlier run ({describe(aside)}): set aside in {aside}, nothing deleted")
@@ -90,6 +98,24 @@ def train_classifier(cfg: DictConfig) -> dict:
         print(f"results: {directory / FILENAME}")
         print(summary_line(results))
         return results
+
+
+def given_overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def finished(directory: Path) -> dict | None:
+    """The results of this very command in `directory` (the same overrides), if it ran to its end before: a
+    sweep or tools/figure1.sh started again goes on from the first run it has not finished."""
+    path = directory / FILENAME
+    if not path.is_file():
+        return None
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # torn or unreadable: the run is done again, and this file set aside with the rest
+    same = results.get("experiment") == "figure1" and results.get("overrides") == given_overrides()
+    return results if same else None
 
 
 def run_results(
@@ -119,7 +145,7 @@ def run_results(
         "curve": rows,
         "training_error": "the mean error over each epoch's training batches, each scored as it was trained on",
         "wall_time_s": round(seconds, 1),
-        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
+        "overrides": given_overrides(),
         "provenance": {**code_provenance(trainer.strategy.root_device), "data": data_provenance(datamodule)},
     }
 
