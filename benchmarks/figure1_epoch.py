@@ -5,6 +5,7 @@ side by side in one run.
     python benchmarks/figure1_epoch.py --root DIR                  # CPU: 2 rounds of one epoch each
     python benchmarks/figure1_epoch.py --root DIR --curve 5        # also: both trained 5 epochs from one seed
     python benchmarks/figure1_epoch.py --root DIR --device cuda
+    python benchmarks/figure1_epoch.py --synthetic --device cuda   # random images of CIFAR-10's sizes (gpu.sh)
 
 DIR is CIFAR-10 in any form alexnet.data.cifar reads. Reports each loop's training images/s (the median over
 rounds, the two interleaved so a noisy machine slows them alike) and their ratio; the project's must be at least
@@ -94,6 +95,16 @@ def plain(datamodule: CIFAR10DataModule, device: str, epochs: int, activation: s
     return seconds, errors
 
 
+def synthetic(train: int, test: int) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return {
+        "train_images": torch.randn(train, 3, 32, 32, generator=generator) * 60,
+        "train_labels": torch.randint(0, 10, (train,), generator=generator),
+        "test_images": torch.randn(test, 3, 32, 32, generator=generator) * 60,
+        "test_labels": torch.randint(0, 10, (test,), generator=generator),
+    }
+
+
 def _order(datamodule: CIFAR10DataModule, epoch: int) -> torch.Tensor:
     from alexnet.data.cifar_datamodule import epoch_order
 
@@ -102,7 +113,9 @@ def _order(datamodule: CIFAR10DataModule, epoch: int) -> torch.Tensor:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", required=True, help="CIFAR-10 (archive, batches folder or class folders)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--root", help="CIFAR-10 (archive, batches folder or class folders)")
+    source.add_argument("--synthetic", action="store_true", help="random images of CIFAR-10's sizes: speed only")
     parser.add_argument("--store", default=None, help="where its arrays are kept (default: a temporary folder)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=2)
@@ -114,9 +127,13 @@ def main() -> None:
     if args.device == "cpu":
         keep_freed_memory()  # as src/figure1.py does on the CPU
     with tempfile.TemporaryDirectory() as tmp:
-        datamodule = CIFAR10DataModule(args.root, args.store or tmp, batch_size=128, seed=0)
-        datamodule.prepare_data()
-        datamodule.setup()
+        datamodule = CIFAR10DataModule(args.root or "synthetic", args.store or tmp, batch_size=128, seed=0)
+        if args.synthetic:
+            datamodule.manifest = {"synthetic": True}  # nothing to prepare; setup keeps these tensors
+            datamodule.tensors = synthetic(50_000, 10_000)
+        else:
+            datamodule.prepare_data()
+            datamodule.setup()
         if args.limit:
             for key in ("train_images", "train_labels"):
                 datamodule.tensors[key] = datamodule.tensors[key][: args.limit]

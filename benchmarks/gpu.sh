@@ -2,9 +2,10 @@
 # On a GPU machine, in one go: the GPU tests first (tests/test_devices.py -m gpu: bf16 + channels_last runs on
 # a raw and a JPEG store, nvJPEG vs the CPU decoder, split placement vs grouped, a compiled run read by
 # eval.py and the figures, DDP with one device, resume; about 3 minutes), then the benchmarks, each under its
-# own time limit (5 minutes in all at the very most): the training step (variants, fp32 vs bf16; each
+# own time limit (6 minutes in all at the very most): the training step (variants, fp32 vs bf16; each
 # convolution whole vs in halves; eager vs torch.compile), Lightning's cost per step, and end to end with the
-# real loader on a prepared store (raw, and JPEG decoded by nvJPEG; bf16, the gpu trainer's default). Prints
+# real loader on a prepared store (raw, and JPEG decoded by nvJPEG; bf16, the gpu trainer's default), and an epoch
+# of Figure 1's net with the data on the GPU (random images of CIFAR-10's sizes: the machine has no data). Prints
 # the tables for BENCHMARKS.md.
 #
 #   bash benchmarks/gpu.sh                      # tests, then benchmarks
@@ -56,6 +57,8 @@ step 75 "Training step: eager vs torch.compile, fp32 and bf16 (model_step.py --c
   "$PY" benchmarks/model_step.py --device cuda --steps 30 --compile --compile-only
 step 30 "This LightningModule under a Trainer vs a plain PyTorch loop (lightning_overhead.py)" \
   "$PY" benchmarks/lightning_overhead.py --device cuda --batch-size 128 --steps 60 --rounds 2
+step 60 "Figure 1's net: an epoch of the project vs a plain loop, CIFAR-10's sizes on the GPU (figure1_epoch.py)" \
+  "$PY" benchmarks/figure1_epoch.py --synthetic --device cuda --rounds 3
 step 70 "End to end, raw store, bf16-mixed (the gpu trainer's default)" \
   "$PY" benchmarks/end_to_end.py --device cuda --precision bf16-mixed --workers "$WORKERS" --steps 200 --images 25600
 step 45 "End to end, JPEG store decoded on the GPU (nvJPEG), bf16-mixed" \

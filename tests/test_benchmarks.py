@@ -61,3 +61,18 @@ def test_scale_benchmark_builds_the_official_files_and_reports_every_cost(tmp_pa
     for row in ("manifest.json, KB", "Store.open, ms", "verify peak RSS, MiB", "train.py start to first training step"):
         assert f"| {row}" in out, row
     assert "| worker private, statistics, MiB |" in out and "before: rewrite progress.json" in out
+
+
+@pytest.mark.slow
+def test_figure1_epoch_benchmark_prints_the_ratio_and_both_curves(tmp_path):
+    from cifar_files import write_python_release
+
+    root = write_python_release(tmp_path / "data", per_batch=40)
+    args = ["--root", str(root), "--store", str(tmp_path / "store"), "--rounds", "1", "--curve", "2"]
+    out = run_benchmark("figure1_epoch.py", *args, cwd=tmp_path)
+    assert "project / plain images/s:" in out and "| 2 |" in out
+    difference = float(out.split("largest difference: ")[1].split()[0])
+    assert difference == 0.0  # the same batches, weights and arithmetic: the same curve
+    assert "| project (ClassifierModule + Trainer) |" in run_benchmark(
+        "figure1_epoch.py", "--synthetic", "--rounds", "1", "--limit", "256", cwd=tmp_path
+    )
