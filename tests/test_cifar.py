@@ -244,7 +244,7 @@ def test_an_epoch_gives_every_training_image_once_in_an_order_of_the_seed_and_ep
     assert not torch.equal(epoch_order(50, 3, 0), epoch_order(50, 3, 1))
     assert not torch.equal(epoch_order(50, 3, 0), epoch_order(50, 4, 0))
     assert torch.equal(epoch_order(50, 3, 1), epoch_order(50, 3, 1))
-    test = list(dm.test_dataloader())
+    test = list(dm.val_dataloader())
     torch.testing.assert_close(torch.cat([x for x, _ in test]), dm.tensors["test_images"])
 
 
@@ -254,3 +254,13 @@ def test_the_archive_members_are_read_without_extracting(tmp_path):
         assert "cifar-10-batches-py/data_batch_1" in tar.getnames()
     read(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-python.tar.gz"]
+
+
+def test_hidden_folders_and_files_are_neither_classes_nor_images(tmp_path):
+    root = write_class_folders(tmp_path / "tree", 20, 10)
+    for split in ("train", "test"):
+        (root / split / ".ipynb_checkpoints").mkdir()
+        (root / split / ".ipynb_checkpoints" / "0000.png").write_bytes(b"x")
+    (root / "train" / "cat" / "._0003.png").write_bytes(b"AppleDouble")
+    dataset = read(root)
+    assert dataset.classes == tuple(sorted(NAMES)) and len(dataset.train.labels) == 20

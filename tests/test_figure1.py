@@ -230,6 +230,8 @@ def sweep(tmp_path):
     for seed, n in ((0, 12), (1, 16)):
         made_up(tmp_path, "tanh", 0.02, seed, [0.5] * (n - 1) + [0.24], 50)
     made_up(tmp_path, "tanh", 0.02, 2, [0.5] * 20, 20)
+    # the check: ReLU's rate above the chosen one, run on to the level (its screen's first epochs again)
+    made_up(tmp_path, "relu", 0.005, 0, [0.65, 0.45, 0.3, 0.28, 0.2], 50)
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "results.json").write_text('{"experiment": "fig')
     return tmp_path
@@ -248,10 +250,13 @@ def test_the_report_chooses_each_fastest_rate_on_the_screen_and_gives_the_ratio_
         in text
     )
     assert "ratio tanh / ReLU of the medians: 3.5 (seed extremes 3.0-5.3; paper: about 6)" in text
-    assert "some runs never reached the level" in text
+    assert "(a lower bound: 1 tanh run(s) never reached the level)" in text
     assert "| tanh | 0.05 | 0.900, - | diverged |  |" in text
     assert "| relu | 0.002 | 0.600, 0.400 | 3 | yes |" in text  # seed 0's longer run stands for the screen's
-    assert "| relu | 0.005 | 0.650, 0.450 | - |  |" in text  # ended with the screen
+    assert "| relu | 0.001 | 0.700, 0.500 | - |  |" in text  # ended with the screen
+    assert "| relu | 0.005 | 0.650, 0.450 | 5 |  |" in text  # the check's run stands for the screen's
+    assert "relu: the check at lr 0.005 (seed 0): 5 epochs, later than the chosen rate, as the screen predicts" in text
+    assert report.neighbours(runs, "relu") == [0.001, 0.005] and report.neighbours(runs, "tanh") == [0.01, 0.05]
     assert "commit: abc" in text and "fingerprint " + "f" * 32 in text
     assert any("broken" in line and "unreadable" in line for line in skipped)
 
@@ -272,3 +277,71 @@ def test_the_chosen_rates_print_for_the_seeds_stage(sweep):
     done = run_script(ROOT / "src" / "report.py", "--figure1", str(sweep), "--chosen", cwd=sweep)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["relu 0.002", "tanh 0.02"]
+
+
+def test_a_rate_that_reaches_the_level_within_the_screen_is_the_fastest(tmp_path):
+    made_up(tmp_path, "relu", 0.001, 0, [0.5, 0.4, 0.3], 3)
+    made_up(tmp_path, "relu", 0.002, 0, [0.4, 0.2], 3)  # stopped at epoch 2, below the level
+    made_up(tmp_path, "relu", 0.005, 0, [0.3], 3, stopped="diverged")
+    runs, _ = report.find_runs([tmp_path])
+    assert report.fastest(runs, "relu") == 0.002
+    text = report.report(runs)
+    assert "ratio tanh / ReLU: not measured" in text  # no tanh runs
+    assert "relu: 0 seed(s) past the screen; the spread needs at least 3" in text
+
+
+def test_a_longer_run_stands_for_a_shorter_one_of_the_same_rate_and_seed(tmp_path):
+    made_up(tmp_path, "tanh", 0.01, 0, [0.6, 0.5, 0.4], 3)
+    (tmp_path / "longer").mkdir()
+    longer = made_up(tmp_path / "longer", "tanh", 0.01, 0, [0.6, 0.2], 50)  # reached the level at epoch 2
+    runs, _ = report.find_runs([tmp_path])
+    assert [r.directory for r in runs] == [longer]
+
+
+def test_the_check_stage_reuses_the_screens_finished_run_folder(tmp_path):
+    """A screen run, then the same rate to the level (stage=check) in its folder: the screen's run is set aside;
+    the screen run again finds the longer run and changes nothing."""
+    screen = figure1_run(tmp_path, "stage=screen", "model.activation=tanh", "optim.lr=0.01", "trainer.max_epochs=1")
+    assert screen.returncode == 0, screen.stderr[-2000:]
+    check = figure1_run(tmp_path, "stage=check", "model.activation=tanh", "optim.lr=0.01", "trainer.max_epochs=2")
+    assert check.returncode == 0, check.stderr[-2000:]
+    folder = tmp_path / "logs/figure1/model.activation-tanh__optim.lr-0.01"
+    assert json.loads((folder / "results.json").read_text())["epochs"] == 2
+    assert (folder / "previous-runs/1/results.json").is_file()
+    again = figure1_run(tmp_path, "stage=screen", "model.activation=tanh", "optim.lr=0.01", "trainer.max_epochs=1")
+    assert "nothing was changed" in again.stdout
+    assert json.loads((folder / "results.json").read_text())["epochs"] == 2
+
+
+def test_a_tree_with_other_than_ten_classes_is_refused_naming_model_num_classes(tmp_path):
+    root = write_class_folders(tmp_path / "tree", train_count=20, test_count=10)
+    for split in ("train", "test"):
+        for file in (root / split / "cat").iterdir():
+            file.unlink()
+        (root / split / "cat").rmdir()
+    done = figure1_run(tmp_path)
+    assert done.returncode == 2 and "model.num_classes=10, but data.root=" in done.stderr and "9 classes" in done.stderr
+
+
+@pytest.mark.slow
+def test_the_whole_experiment_script_screens_seeds_checks_and_reports(tmp_path):
+    """tools/figure1.sh on a tiny class-folder tree (at most 2 epochs a run): every run of the screen's grid, the
+    chosen rates' three seeds, the neighbours' check, then the report and the figure in OUT."""
+    import subprocess
+
+    from fast_run import script_env
+
+    root = write_class_folders(tmp_path / "tree", train_count=60, test_count=20)
+    env = script_env(ALEXNET_LOG_DIR=str(tmp_path / "logs"), ALEXNET_DATA_DIR=str(tmp_path / "data"))
+    command = ["bash", str(ROOT / "tools" / "figure1.sh"), str(root), str(tmp_path / "out"), "trainer.max_epochs=2"]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs, skipped = report.find_runs([tmp_path / "logs/figure1/multirun"])
+    assert not skipped
+    grid = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1}
+    for activation in ("relu", "tanh"):
+        assert {r.key[1] for r in runs if r.key[0] == activation and r.key[2] == 0} == grid
+        chosen = report.fastest(runs, activation)
+        assert {r.key[2] for r in runs if r.key[:2] == (activation, chosen)} == {0, 1, 2}
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "## Epochs to the level" in text and (tmp_path / "out" / "figure1.png").is_file()

@@ -13,11 +13,13 @@ their bytes, so a result names the very images it was measured on. Input as the 
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import pickle
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -120,9 +122,12 @@ def _unpickle(data: bytes, where: str) -> dict:
 
 
 def _archive_members(path: Path) -> dict[str, tuple[bytes, str]]:
-    """{batch name: (its bytes, where it is)} from the official tar.gz."""
+    """{batch name: (its bytes, where it is)} from the official tar.gz. The whole gzip stream is read first, so that
+    its checksum (at the end, past the tar's own end marker) catches a damaged archive instead of wrong pixels."""
     try:
-        with tarfile.open(path) as tar:
+        with gzip.open(path) as f:
+            data = f.read()
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             found = {}
             for member in tar.getmembers():
                 name = Path(member.name).name
@@ -130,7 +135,7 @@ def _archive_members(path: Path) -> dict[str, tuple[bytes, str]]:
                     file = tar.extractfile(member)
                     assert file is not None  # a regular file's member always has its data
                     found[name] = (file.read(), f"{path}:{member.name}")
-    except (tarfile.TarError, OSError, EOFError, zipfile.BadZipFile) as error:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
         raise CifarError(f"{path}: not a readable CIFAR-10 archive ({error}); download it again") from None
     return found
 
@@ -171,7 +176,10 @@ def _batch_arrays(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
         raise CifarError(f"{where}: 'data' must be a uint8 array of shape (N, 3072)")
     if images.shape[1] != 3 * SIDE * SIDE:
         raise CifarError(f"{where}: 'data' rows hold {images.shape[1]} values, not 3072 (32x32 RGB)")
-    labels = np.asarray(labels if labels is not None else [], dtype=np.int64)
+    try:
+        labels = np.asarray(labels if labels is not None else [], dtype=np.int64)
+    except (TypeError, ValueError):
+        labels = np.zeros(0, dtype=np.int64)  # not numbers: refused below, with the rest
     if labels.shape != (len(images),) or (labels.size and (labels.min() < 0 or labels.max() >= CLASSES)):
         raise CifarError(f"{where}: 'labels' must be one label in 0..9 for each of the {len(images)} images")
     return images.reshape(-1, 3, SIDE, SIDE).transpose(0, 2, 3, 1).copy(), labels
@@ -199,14 +207,29 @@ def _class_files(folder: Path) -> dict[str, list[Path]]:
     if not folder.is_dir():
         raise CifarError(f"{folder}: no such folder; a class-folder tree has train/<class>/ and test/<class>/")
     found = {}
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        files = sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not _hidden(p)):
+        files = sorted(
+            p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not _hidden(p)
+        )
         if not files:
             raise CifarError(f"{sub}: holds no {'/'.join(IMAGE_SUFFIXES)} image; remove the folder or add its images")
         found[sub.name] = files
     if len(found) < 2:
         raise CifarError(f"{folder}: needs a folder per class (at least 2), found {len(found)}")
     return found
+
+
+def _hidden(path: Path) -> bool:
+    """.ipynb_checkpoints/, macOS's ._0003.png: not classes, not images."""
+    return path.name.startswith(".")
+
+
+def _class_folders(split: Path) -> list[Path]:
+    return sorted(p for p in split.iterdir() if p.is_dir() and not _hidden(p))
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not _hidden(p))
 
 
 def _decode_split(files: dict[str, list[Path]], classes: tuple[str, ...]) -> Split:
@@ -231,8 +254,9 @@ def _decode_split(files: dict[str, list[Path]], classes: tuple[str, ...]) -> Spl
 
 
 def fingerprint(dataset: Dataset | dict[str, np.ndarray], classes: tuple[str, ...] | None = None) -> str:
-    """xxh3-128 of the class names and every split's pixels and labels: the same images give the same
-    fingerprint whatever form they were read from, and one changed pixel gives another."""
+    """xxh3-128 of the class names and every split's pixels and labels, in their order: the same images in the same
+    order give the same fingerprint whatever file held them (the release's folder or its archive; class folders
+    are read class by class, so they give another), and one changed pixel gives another."""
     arrays = _arrays(dataset) if isinstance(dataset, Dataset) else dataset
     names = dataset.classes if isinstance(dataset, Dataset) else classes
     digest = xxhash.xxh3_128("\n".join(names or ()).encode())
@@ -254,7 +278,8 @@ def _arrays(dataset: Dataset) -> dict[str, np.ndarray]:
 def source_listing(form: str, path: Path) -> dict:
     """What the source is, by a stat of each file read (no decoding): a changed file changes it."""
     if form == "class-folders":
-        files = sorted(p for split in SPLITS for p in (path / split).glob("*/*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        splits = [path / split for split in SPLITS if (path / split).is_dir()]  # a missing one: read() says so
+        files = [f for split in splits for folder in _class_folders(split) for f in _image_files(folder)]
     elif form == "python-folder":
         files = [path / name for name in (META, *TRAIN_BATCHES, TEST_BATCH) if (path / name).is_file()]
     else:

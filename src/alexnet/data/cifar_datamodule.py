@@ -1,4 +1,5 @@
-"""CIFAR-10 batches from memory: the whole set (184 MB as float32) lives on the device the network trains on,
+"""CIFAR-10 batches from memory: the whole set (184 MB as the store's uint8, 737 MB as float32 inputs) lives on the
+device the network trains on,
 and a batch is one index into it, so an epoch is never limited by a loader, on a GPU or on the CPU."""
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def epoch_order(size: int, seed: int, epoch: int) -> torch.Tensor:
 
 class CIFAR10DataModule(L.LightningDataModule):
     """`root`: CIFAR-10 as a user has it (alexnet.data.cifar); `store_dir`: where its arrays are kept. The
-    validation and test loaders are both the 10,000 test images (CIFAR-10 has no other held-out set)."""
+    validation loader is the 10,000 test images (CIFAR-10 has no other held-out set): each epoch's test error."""
 
     def __init__(self, root: str, store_dir: str, batch_size: int = 128, eval_batch_size: int = 1000, seed: int = 0):
         super().__init__()
@@ -56,11 +57,6 @@ class CIFAR10DataModule(L.LightningDataModule):
         if self.manifest is None:  # Lightning calls this for fit and again for each test: decode once
             self.manifest = prepare(self.root, self.store_dir)
 
-    @property
-    def classes(self) -> list[str]:
-        assert self.manifest is not None, "prepare_data() first"
-        return list(self.manifest["classes"])
-
     def setup(self, stage: str | None = None) -> None:
         if self.tensors:
             return
@@ -74,7 +70,6 @@ class CIFAR10DataModule(L.LightningDataModule):
             "train_labels": torch.from_numpy(arrays["train_labels"]).to(device),
             "test_images": (test - mean).contiguous().to(device),
             "test_labels": torch.from_numpy(arrays["test_labels"]).to(device),
-            "mean": mean.to(device),
         }
 
     def train_dataloader(self) -> Batches:
@@ -89,4 +84,3 @@ class CIFAR10DataModule(L.LightningDataModule):
         return Batches(self.tensors["test_images"], labels, self.eval_batch_size, lambda: torch.arange(len(labels)))
 
     val_dataloader = _test_batches
-    test_dataloader = _test_batches

@@ -60,9 +60,15 @@ def find_runs(directories: list[str | Path]) -> tuple[list[Run], list[str]]:
     for run in every:
         if run.results["level"] != level:
             skipped.append(f"{run.directory}: stopped at another level ({run.results['level']:g}), left out")
-        elif run.key not in found or len(run.results["curve"]) > len(found[run.key].results["curve"]):
+        elif run.key not in found or _length(run) > _length(found[run.key]):
             found[run.key] = run
     return sorted(found.values(), key=lambda r: r.key), skipped
+
+
+def _length(run: Run) -> tuple[int, int]:
+    """A run with a higher cap holds more than one that a lower cap stopped (even when it reached the level
+    sooner); between equal caps, the longer curve."""
+    return run.results["max_epochs"], len(run.results["curve"])
 
 
 def screen_epochs(runs: list[Run], activation: str) -> int:
@@ -71,18 +77,23 @@ def screen_epochs(runs: list[Run], activation: str) -> int:
 
 
 def fastest(runs: list[Run], activation: str) -> float | None:
-    """The learning rate whose seed-0 run has the lowest training error at the screen's last epoch (a run that
-    diverged or stopped before it is the slowest). None without runs of the activation."""
+    """The learning rate whose seed-0 run has the lowest training error at the screen's last epoch; a run that
+    reached the level within the screen is faster than any that did not (the sooner the faster), one that
+    diverged or stopped before the screen's end slower. None without runs of the activation."""
     candidates = [r for r in runs if r.key[0] == activation and r.key[2] == 0]
     if not candidates:
         return None
     epochs = screen_epochs(runs, activation)
 
-    def error(run: Run) -> float:
-        at = run.error_at(epochs)
-        return float("inf") if at is None or run.results["stopped"] == "diverged" else at
+    def rank(run: Run) -> tuple[int, float, float]:
+        reached, at = run.results["epochs_to_level"], run.error_at(epochs)
+        if reached is not None and reached <= epochs:
+            return 0, reached, run.key[1]
+        if at is None or run.results["stopped"] == "diverged":
+            return 2, 0.0, run.key[1]
+        return 1, at, run.key[1]
 
-    return min(candidates, key=lambda r: (error(r), r.key[1])).key[1]
+    return min(candidates, key=rank).key[1]
 
 
 def neighbours(runs: list[Run], activation: str) -> list[float]:
@@ -101,7 +112,15 @@ def _outcome(run: Run) -> str:
         return f"{r['epochs_to_level']}"
     if r["stopped"] == "diverged":
         return f"diverged (step {r['diverged_at_step']})"
+    if r["stopped"] == "stalled":
+        flat = r["epochs"] - _best_epoch(r)
+        return f"stalled after {r['epochs']} (no lower error in {flat}; last {r['last_train_err']:.3f})"
     return f"not reached in {r['epochs']} (last {r['last_train_err']:.3f})"
+
+
+def _best_epoch(results: dict) -> int:
+    errors = [row["train_err"] for row in results["curve"]]
+    return errors.index(min(errors)) + 1
 
 
 def screen_table(runs: list[Run]) -> str:
@@ -168,11 +187,41 @@ def ratio_line(found: dict[str, Result]) -> str:
         return "ratio tanh / ReLU: not measured (both activations need runs that reached the level)"
     ratio = statistics.median(tanh.epochs) / statistics.median(relu.epochs)
     low, high = min(tanh.epochs) / max(relu.epochs), max(tanh.epochs) / min(relu.epochs)
-    caveat = "" if relu.all_reached and tanh.all_reached else " (some runs never reached the level: see the table)"
+    caveat = ""
+    if not tanh.all_reached:  # the runs that never got there would have taken longer: tanh's median is a floor
+        caveat = f" (a lower bound: {len(tanh.runs) - len(tanh.epochs)} tanh run(s) never reached the level)"
+    if not relu.all_reached:
+        caveat += f" ({len(relu.runs) - len(relu.epochs)} ReLU run(s) never reached the level: see the table)"
     return (
         f"ratio tanh / ReLU of the medians: {ratio:.1f} (seed extremes {low:.1f}-{high:.1f}; paper: about "
         f"{PAPER_RATIO}){caveat}"
     )
+
+
+def cautions(runs: list[Run], found: dict[str, Result]) -> list[str]:
+    """What limits the table: too few seeds, a chosen rate at the grid's edge, and whether the grid's rates beside
+    the chosen one (where they were run to the level: the check) reach it later, as the screen predicts."""
+    lines = []
+    for activation, result in found.items():
+        rates = sorted({r.key[1] for r in runs if r.key[0] == activation and r.key[2] == 0})
+        if len(result.runs) < 3:
+            lines.append(f"{activation}: {len(result.runs)} seed(s) past the screen; the spread needs at least 3")
+        if result.lr in (rates[0], rates[-1]):
+            lines.append(f"{activation}: the fastest rate {result.lr:g} is at the grid's edge: widen the grid")
+        chosen = next((r for r in result.runs if r.key[2] == 0), None)
+        for lr in neighbours(runs, activation):
+            run = next((r for r in runs if r.key == (activation, lr, 0)), None)
+            if run is None or chosen is None or run.results["max_epochs"] <= screen_epochs(runs, activation):
+                continue
+            theirs, ours = run.results["epochs_to_level"], chosen.results["epochs_to_level"]
+            if theirs is not None and (ours is None or theirs < ours):
+                verdict = "sooner than the chosen rate: the screen did not pick the fastest"
+            elif theirs is not None and theirs == ours:
+                verdict = "as soon as the chosen rate"
+            else:
+                verdict = "later than the chosen rate, as the screen predicts"
+            lines.append(f"{activation}: the check at lr {lr:g} (seed 0): {_outcome(run)} epochs, {verdict}")
+    return lines
 
 
 def main_table(found: dict[str, Result], level: float) -> str:
@@ -229,6 +278,8 @@ def report(runs: list[Run], skipped: list[str] | None = None) -> str:
         "",
         ratio_line(found),
         "",
+        *(f"- {line}" for line in cautions(runs, found)),
+        "",
         "## The learning-rate screen (seed 0)",
         "",
         "The fastest rate is the one with the lowest training error at the screen's last epoch. Epochs to the "
@@ -263,8 +314,8 @@ def figure(runs: list[Run]):
             seed = run.key[2]
             label = f"{'ReLU' if activation == 'relu' else 'tanh'}, lr {result.lr:g}" if seed == 0 else None
             ax.plot(
-                [0, *(row["epoch"] for row in curve)],
-                [0.9, *(row["train_err"] for row in curve)],  # epoch 0: chance, before any training
+                [row["epoch"] for row in curve],
+                [row["train_err"] for row in curve],
                 styles[activation],
                 color=colours[activation],
                 lw=2.0 if seed == 0 else 0.8,

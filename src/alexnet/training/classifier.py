@@ -19,17 +19,25 @@ class ClassifierModule(L.LightningModule):
     authors' v <- m v - lr g; w <- w + v."""
 
     def __init__(
-        self, model: dict, lr: float, momentum: float, weight_decay: float = 0.0, channels_last: bool = False
+        self,
+        model: dict,
+        lr: float,
+        momentum: float,
+        weight_decay: float = 0.0,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         require("optim", lr=lr, momentum=momentum, weight_decay=weight_decay)
         hyperparameters = {"model": model, "lr": lr, "momentum": momentum, "weight_decay": weight_decay}
-        self.save_hyperparameters({**hyperparameters, "channels_last": channels_last})
+        self.save_hyperparameters({**hyperparameters, "channels_last": channels_last, "compile": compile})
         self.net = instantiate(model)
         if channels_last:  # on this CPU 1.3x faster for this net (benchmarks/figure1_epoch.py)
             self.net.to(memory_format=torch.channels_last)
+        if compile:  # in place: the state_dict keeps one name per weight, compiled or not
+            self.net.compile()
         classes = self.net.fc.out_features
-        self.train_top1, self.val_top1, self.test_top1 = (TopKError(classes, 1) for _ in range(3))
+        self.train_top1, self.val_top1 = TopKError(classes, 1), TopKError(classes, 1)
         self.diverged_at: int | None = None  # the step whose loss was not finite
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -54,11 +62,6 @@ class ClassifierModule(L.LightningModule):
         images, labels = batch
         self.val_top1.update(self(images), labels)
         self.log("val/top1_err", self.val_top1, on_epoch=True, prog_bar=True)
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        images, labels = batch
-        self.test_top1.update(self(images), labels)
-        self.log("test/top1_err", self.test_top1, on_epoch=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         h = self.hparams

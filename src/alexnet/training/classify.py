@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from alexnet.base.atomic import atomic_write_json
 from alexnet.base.config import plain
+from alexnet.base.errors import ConfigError
 from alexnet.training.classifier import ClassifierModule
 from alexnet.training.results import FILENAME, code_provenance
 from alexnet.training.rundir import describe, locked, set_aside
@@ -51,6 +52,8 @@ class EpochLog(L.Callback):
             "seconds": round(seconds, 2),
             "images_per_s": round(images / seconds, 1),
         }
+        if getattr(pl_module, "diverged_at", None) is not None:
+            row["partial"] = True  # stopped within the epoch at a non-finite loss: its error is of the batches before
         self.rows.append(row)
         test = f", test error {row['test_err']:.4f}" if row["test_err"] is not None else ""
         rank_zero_info(
@@ -59,11 +62,25 @@ class EpochLog(L.Callback):
         )
 
 
+def data_line(manifest: dict, num_classes: int) -> str:
+    """What the run trains on, in one line; a store whose class count is not the network's is refused."""
+    classes, source, splits = manifest["classes"], manifest["source"], manifest["splits"]
+    if len(classes) != num_classes:
+        raise ConfigError(
+            f"model.num_classes={num_classes}, but data.root={source['path']} holds {len(classes)} classes "
+            f"({', '.join(classes)}): give CIFAR-10's 10 class folders, or set model.num_classes={len(classes)}"
+        )
+    return (
+        f"data: {source['path']} ({source['form']}), {len(classes)} classes, {splits['train']['images']:,} training "
+        f"and {splits['test']['images']:,} test images, fingerprint {manifest['fingerprint_xxh3']}"
+    )
+
+
 def outcome(rows: list[dict], level: float, module: ClassifierModule, max_epochs: int) -> tuple[str, int | None]:
     """(why the run stopped, the first epoch whose training error is below `level`, or None)."""
-    reached = next((row["epoch"] for row in rows if row["train_err"] < level), None)
     if module.diverged_at is not None:
-        return "diverged", reached
+        return "diverged", None
+    reached = next((row["epoch"] for row in rows if row["train_err"] < level), None)
     if reached is not None:
         return "reached", reached
     return ("cap" if len(rows) >= max_epochs else "stalled"), None
@@ -74,7 +91,7 @@ def train_classifier(cfg: DictConfig) -> dict:
     write results.json."""
     directory = Path(cfg.paths.output_dir)
     with locked(directory):
-        done = finished(directory)
+        done = finished(directory, cfg.trainer.max_epochs)
         if done is not None:
             print(
                 f"{directory} has this command's results ({summary_line(done)}): nothing was changed. Delete its "
@@ -86,7 +103,9 @@ def train_classifier(cfg: DictConfig) -> dict:
             print(f"{directory} held an earlier run ({describe(aside)}): set aside in {aside}, nothing deleted")
         L.seed_everything(cfg.seed, workers=True)
         datamodule = instantiate(cfg.data, seed=cfg.seed)
-        module = ClassifierModule(plain(cfg.model), **plain(cfg.optim), channels_last=cfg.runtime.channels_last)
+        datamodule.prepare_data()
+        print(data_line(datamodule.manifest, cfg.model.num_classes))
+        module = ClassifierModule(plain(cfg.model), **plain(cfg.optim), **plain(cfg.runtime))
         callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
         loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -104,9 +123,9 @@ def given_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def finished(directory: Path) -> dict | None:
-    """The results of this very command in `directory` (the same overrides), if it ran to its end before: a
-    sweep or tools/figure1.sh started again goes on from the first run it has not finished."""
+def finished(directory: Path, max_epochs: int) -> dict | None:
+    """The results of this command's run in `directory` (the same overrides, a cap at least as high), if it ran to
+    its end before: a sweep or tools/figure1.sh started again goes on from the first run it has not finished."""
     path = directory / FILENAME
     if not path.is_file():
         return None
@@ -114,8 +133,17 @@ def finished(directory: Path) -> dict | None:
         results = json.loads(path.read_text())
     except (OSError, ValueError):
         return None  # torn or unreadable: the run is done again, and this file set aside with the rest
-    same = results.get("experiment") == "figure1" and results.get("overrides") == given_overrides()
-    return results if same else None
+    if results.get("experiment") != "figure1" or _run_overrides(results.get("overrides", [])) != _run_overrides(
+        given_overrides()
+    ):
+        return None
+    return results if results.get("max_epochs", 0) >= max_epochs else None
+
+
+def _run_overrides(overrides: list[str]) -> list[str]:
+    """The overrides that make a run what it is: all but the stage and the cap (the screen's run and the check
+    stage's longer run of the same rate and seed share a folder; the longer one holds the shorter)."""
+    return [o for o in overrides if o.partition("=")[0].lstrip("+") not in ("stage", "trainer.max_epochs")]
 
 
 def run_results(
@@ -138,6 +166,7 @@ def run_results(
         "stop_reason": stopper.stopping_reason_message if stopper is not None else None,
         "diverged_at_step": module.diverged_at,
         "max_epochs": int(trainer.max_epochs or 0),
+        "precision": str(trainer.precision),
         "epochs": len(rows),
         "steps": int(trainer.global_step),
         "last_train_err": rows[-1]["train_err"] if rows else None,
