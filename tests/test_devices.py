@@ -232,3 +232,22 @@ def test_a_gpu_run_resumes_from_its_last_checkpoint(compose, tmp_path, monkeypat
     assert recorder.step == 35 // 8  # started from the checkpoint, not from scratch
     assert resumed["steps"] == 2 * (35 // 8) and resumed["epochs"] == 2
     assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] == 2 * (35 // 8)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+def test_cifar_lives_on_the_gpu_and_trains_there(tmp_path):
+    """Figure 1's data is moved to the training device once, in setup: every batch is already there."""
+    from alexnet.data.cifar_datamodule import CIFAR10DataModule
+    from alexnet.training.classifier import ClassifierModule
+    from cifar_files import write_python_release
+
+    root = write_python_release(tmp_path, per_batch=64)
+    datamodule = CIFAR10DataModule(str(root), str(tmp_path / "store"), batch_size=32)
+    net = {"_target_": "alexnet.network.cifar.CifarConvNet", "activation": "tanh", "num_classes": 10}
+    module = ClassifierModule(net, lr=0.01, momentum=0.9, channels_last=True)
+    trainer = L.Trainer(accelerator="gpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False)
+    trainer.fit(module, datamodule)
+    assert {t.device.type for t in datamodule.tensors.values()} == {"cuda"}
+    images, _ = next(iter(datamodule.train_dataloader()))
+    assert images.is_cuda and trainer.global_step == 10
