@@ -3,6 +3,7 @@ raw pixels minus the training set's mean image; bad input is one error naming th
 
 import pickle
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -264,3 +265,39 @@ def test_hidden_folders_and_files_are_neither_classes_nor_images(tmp_path):
     (root / "train" / "cat" / "._0003.png").write_bytes(b"AppleDouble")
     dataset = read(root)
     assert dataset.classes == tuple(sorted(NAMES)) and len(dataset.train.labels) == 20
+
+
+def test_the_release_is_downloaded_only_when_asked(tmp_path, monkeypatch):
+    """data.download=true calls torchvision's downloader (here one that writes the tiny release) when root holds
+    no copy; without it, nothing is fetched and the error says how to ask."""
+    import torchvision.datasets
+
+    calls = []
+
+    class FakeCIFAR10:
+        def __init__(self, root, train, download):
+            calls.append((root, download))
+            write_python_release(Path(root), per_batch=10)
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
+    root = tmp_path / "cifar"
+    quiet = CIFAR10DataModule(str(root), str(tmp_path / "s1"))
+    with pytest.raises(CifarError, match="add data.download=true"):
+        quiet.prepare_data()
+    assert calls == []
+    asked = CIFAR10DataModule(str(root), str(tmp_path / "s2"), download=True)
+    asked.prepare_data()
+    assert calls == [(str(root), True)] and asked.manifest["splits"]["train"]["images"] == 50
+    CIFAR10DataModule(str(root), str(tmp_path / "s3"), download=True).prepare_data()  # a copy there: no download
+    assert len(calls) == 1
+
+
+def test_a_download_that_fails_is_one_error_saying_what_to_do(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def offline(root, train, download):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(CifarError, match="could not download CIFAR-10 into data.root=.*download cifar-10-python"):
+        CIFAR10DataModule(str(tmp_path / "c"), str(tmp_path / "s"), download=True).prepare_data()

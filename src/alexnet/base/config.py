@@ -123,6 +123,7 @@ class CifarDataConfig:
     store_dir: str = MISSING
     batch_size: int = MISSING
     eval_batch_size: int = MISSING
+    download: bool = MISSING
 
 
 @dataclass

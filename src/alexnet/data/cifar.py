@@ -70,7 +70,8 @@ def locate(root: str | Path) -> tuple[str, Path]:
     if not root.is_dir():
         raise CifarError(
             f"data.root={root}: no such file or folder. Give CIFAR-10's {ARCHIVE}, its extracted {BATCHES}/, or a "
-            "folder with train/<class>/ and test/<class>/ image folders (docs/figure1/README.md says how to get them)."
+            "folder with train/<class>/ and test/<class>/ image folders (docs/figure1/README.md says how to get them), "
+            "or add data.download=true to fetch the release there."
         )
     for form, path in (("python-archive", root / ARCHIVE), ("python-folder", root / BATCHES), ("python-folder", root)):
         if path.exists() and (form == "python-archive" or (path / META).exists()):
@@ -79,7 +80,7 @@ def locate(root: str | Path) -> tuple[str, Path]:
         return "class-folders", root
     raise CifarError(
         f"data.root={root}: holds neither {ARCHIVE}, nor {BATCHES}/ (with {META}), nor train/ and test/ class "
-        "folders. Point data.root at one of them."
+        "folders. Point data.root at one of them, or add data.download=true to fetch the release there."
     )
 
 

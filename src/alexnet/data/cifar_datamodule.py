@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from alexnet.base.rules import require
-from alexnet.data.cifar import load, prepare
+from alexnet.data.cifar import CifarError, load, locate, prepare
 
 
 class Batches:
@@ -40,22 +40,54 @@ def epoch_order(size: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(size, generator=generator)
 
 
+def fetch(root: str) -> None:
+    """data.download=true: the official release into `root` by torchvision's downloader (which checks its MD5),
+    unless `root` already holds CIFAR-10 in a form this reads. Only when asked: nothing here goes online by itself."""
+    try:
+        locate(root)
+        return
+    except CifarError:
+        pass
+    from torchvision.datasets import CIFAR10
+
+    Path(root).mkdir(parents=True, exist_ok=True)
+    try:
+        CIFAR10(root, train=True, download=True)
+    except (OSError, RuntimeError, ValueError) as error:  # urllib's URLError is an OSError
+        raise CifarError(
+            f"data.download=true: could not download CIFAR-10 into data.root={root} ({error}); download "
+            "cifar-10-python.tar.gz yourself into that folder, or point data.root at a copy you have"
+        ) from None
+
+
 class CIFAR10DataModule(L.LightningDataModule):
-    """`root`: CIFAR-10 as a user has it (alexnet.data.cifar); `store_dir`: where its arrays are kept. The
+    """`root`: CIFAR-10 as a user has it (alexnet.data.cifar), downloaded there first with `download`; `store_dir`:
+    where its arrays are kept. The
     validation loader is the 10,000 test images (CIFAR-10 has no other held-out set): each epoch's test error."""
 
-    def __init__(self, root: str, store_dir: str, batch_size: int = 128, eval_batch_size: int = 1000, seed: int = 0):
+    def __init__(
+        self,
+        root: str,
+        store_dir: str,
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        seed: int = 0,
+        download: bool = False,
+    ):
         super().__init__()
         require("data", batch_size=batch_size, eval_batch_size=eval_batch_size)
-        self.root, self.store_dir = root, Path(store_dir)
+        self.root, self.store_dir, self.download = root, Path(store_dir), download
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.save_hyperparameters({"root": root, "store_dir": store_dir, "batch_size": batch_size, "seed": seed})
         self.manifest: dict | None = None
         self.tensors: dict[str, torch.Tensor] = {}
 
     def prepare_data(self) -> None:
-        if self.manifest is None:  # Lightning calls this for fit and again for each test: decode once
-            self.manifest = prepare(self.root, self.store_dir)
+        if self.manifest is not None:  # Lightning calls this for fit and again for each test: decode once
+            return
+        if self.download:
+            fetch(self.root)
+        self.manifest = prepare(self.root, self.store_dir)
 
     def setup(self, stage: str | None = None) -> None:
         if self.tensors:
