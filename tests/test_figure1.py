@@ -255,7 +255,8 @@ def test_the_report_chooses_each_fastest_rate_on_the_screen_and_gives_the_ratio_
     assert "| relu | 0.002 | 0.600, 0.400 | 3 | yes |" in text  # seed 0's longer run stands for the screen's
     assert "| relu | 0.001 | 0.700, 0.500 | - |  |" in text  # ended with the screen
     assert "| relu | 0.005 | 0.650, 0.450 | 5 |  |" in text  # the check's run stands for the screen's
-    assert "relu: the check at lr 0.005 (seed 0): 5 epochs, later than the chosen rate, as the screen predicts" in text
+    assert "relu: the check at lr 0.005 (seed 0): 5 epochs, later than the chosen rate's 3" in text
+
     assert report.neighbours(runs, "relu") == [0.001, 0.005] and report.neighbours(runs, "tanh") == [0.01, 0.05]
     assert "commit: abc" in text and "fingerprint " + "f" * 32 in text
     assert any("broken" in line and "unreadable" in line for line in skipped)
@@ -345,3 +346,17 @@ def test_the_whole_experiment_script_screens_seeds_checks_and_reports(tmp_path):
         assert {r.key[2] for r in runs if r.key[:2] == (activation, chosen)} == {0, 1, 2}
     text = (tmp_path / "out" / "report.md").read_text()
     assert "## Epochs to the level" in text and (tmp_path / "out" / "figure1.png").is_file()
+
+
+def test_a_check_capped_before_the_level_compares_the_curves_at_its_last_epoch(tmp_path):
+    def run(folder, lr, errors, cap):
+        (tmp_path / folder).mkdir()
+        directory = made_up(tmp_path / folder, "tanh", lr, 0, errors, cap)
+        return report.Run(directory, json.loads((directory / "results.json").read_text()))
+
+    chosen = run("chosen", 0.02, [0.6, 0.5, 0.4, 0.35], 50)
+    behind = report._verdict(run("behind", 0.01, [0.6, 0.55, 0.45], 3), chosen)
+    ahead = report._verdict(run("ahead", 0.05, [0.6, 0.5, 0.38], 3), chosen)
+    assert behind == "not reached in 3 epochs; at epoch 3 its training error 0.450 against the chosen rate's 0.400: " \
+        "behind, as the screen predicts"  # fmt: skip
+    assert ahead.endswith("0.380 against the chosen rate's 0.400: ahead: the screen may not have picked the fastest")

@@ -213,15 +213,25 @@ def cautions(runs: list[Run], found: dict[str, Result]) -> list[str]:
             run = next((r for r in runs if r.key == (activation, lr, 0)), None)
             if run is None or chosen is None or run.results["max_epochs"] <= screen_epochs(runs, activation):
                 continue
-            theirs, ours = run.results["epochs_to_level"], chosen.results["epochs_to_level"]
-            if theirs is not None and (ours is None or theirs < ours):
-                verdict = "sooner than the chosen rate: the screen did not pick the fastest"
-            elif theirs is not None and theirs == ours:
-                verdict = "as soon as the chosen rate"
-            else:
-                verdict = "later than the chosen rate, as the screen predicts"
-            lines.append(f"{activation}: the check at lr {lr:g} (seed 0): {_outcome(run)} epochs, {verdict}")
+            lines.append(f"{activation}: the check at lr {lr:g} (seed 0): {_verdict(run, chosen)}")
     return lines
+
+
+def _verdict(run: Run, chosen: Run) -> str:
+    """How a neighbour's run compares with the chosen rate's (both seed 0): by epochs to the level where it got
+    there; where its cap came first, by the training error of its last epoch against the chosen rate's then."""
+    theirs, ours = run.results["epochs_to_level"], chosen.results["epochs_to_level"]
+    if theirs is not None:
+        if ours is None or theirs < ours:
+            return f"{theirs} epochs, sooner than the chosen rate's {ours}: the screen did not pick the fastest"
+        return f"{theirs} epochs, {'as soon as' if theirs == ours else 'later than'} the chosen rate's {ours}"
+    last = len(run.results["curve"])
+    mine, other = run.results["curve"][-1]["train_err"], chosen.error_at(last)
+    if other is None:  # the chosen rate's run stopped sooner (it reached the level)
+        return f"not reached in {last} epochs; the chosen rate reached it in {ours}: later, as the screen predicts"
+    verdict = "behind, as the screen predicts" if mine > other else "ahead: the screen may not have picked the fastest"
+    errors = f"its training error {mine:.3f} against the chosen rate's {other:.3f}"
+    return f"not reached in {last} epochs; at epoch {last} {errors}: {verdict}"
 
 
 def main_table(found: dict[str, Result], level: float) -> str:

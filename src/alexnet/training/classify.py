@@ -143,7 +143,15 @@ def finished(directory: Path, max_epochs: int) -> dict | None:
 def _run_overrides(overrides: list[str]) -> list[str]:
     """The overrides that make a run what it is: all but the stage and the cap (the screen's run and the check
     stage's longer run of the same rate and seed share a folder; the longer one holds the shorter)."""
-    return [o for o in overrides if o.partition("=")[0].lstrip("+") not in ("stage", "trainer.max_epochs")]
+    kept = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+") not in ("stage", "trainer.max_epochs"):
+            kept.append(f"{key}={value.strip(QUOTES)}")  # data.root='/x' and data.root=/x are one root
+    return kept
+
+
+QUOTES = "'\""
 
 
 def run_results(
