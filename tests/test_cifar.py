@@ -131,6 +131,16 @@ def corrupt_archive(tmp_path):
     return path
 
 
+def flipped_archive(tmp_path):
+    """One byte changed inside the compressed data: the tar would still read, with wrong pixels; gzip's checksum
+    at the end of the stream is what catches it."""
+    path = write_python_release(tmp_path / "a", per_batch=10, archive=True)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+    return path
+
+
 @pytest.mark.parametrize(
     ("make", "names"),
     [
@@ -144,6 +154,7 @@ def corrupt_archive(tmp_path):
         (wrong_labels, ["data_batch_2", "'labels'"]),
         (code_in_a_batch, ["data_batch_4", "refused to load"]),
         (corrupt_archive, ["cifar-10-python.tar.gz", "not a readable CIFAR-10 archive"]),
+        (flipped_archive, ["cifar-10-python.tar.gz", "not a readable CIFAR-10 archive"]),
     ],
 )
 def test_bad_input_is_one_error_naming_the_file(tmp_path, make, names):
@@ -201,8 +212,8 @@ def test_a_store_of_another_source_or_changed_files_is_refused(tmp_path):
     other = write_class_folders(tmp_path / "tree", 20, 10)
     with pytest.raises(CifarError, match="not from data.root=.*tree: give another data.store_dir"):
         prepare(other, tmp_path / "store")
-    pixels, labels = images("train", 10)
-    (root / "data_batch_5").write_bytes(batch_bytes(pixels, labels[::-1]))
+    pixels, labels = images("train", 9)  # another size, so a file system's coarse times cannot hide it
+    (root / "data_batch_5").write_bytes(batch_bytes(pixels, labels))
     with pytest.raises(CifarError, match="its files changed since data.store_dir=.*store was decoded"):
         prepare(root, tmp_path / "store")
 
