@@ -1,6 +1,6 @@
 """One training epoch of Figure 1's net on CIFAR-10: the project's run (ClassifierModule under a Trainer, on
 CIFAR10DataModule's in-memory batches) against a plain PyTorch loop over the very same tensors and batch order,
-side by side in one run.
+side by side in one run, and the project's epoch without channels_last (conf/figure1.yaml's runtime.channels_last).
 
     python benchmarks/figure1_epoch.py --root DIR                  # CPU: 2 rounds of one epoch each
     python benchmarks/figure1_epoch.py --root DIR --curve 5        # also: both trained 5 epochs from one seed
@@ -31,9 +31,9 @@ from alexnet.training.classifier import ClassifierModule
 MODEL = {"_target_": "alexnet.network.cifar.CifarConvNet", "activation": "relu", "num_classes": 10}
 
 
-def fresh_module(activation: str, lr: float, seed: int) -> ClassifierModule:
+def fresh_module(activation: str, lr: float, seed: int, channels_last: bool = True) -> ClassifierModule:
     L.seed_everything(seed, verbose=False)
-    return ClassifierModule({**MODEL, "activation": activation}, lr=lr, momentum=0.9, channels_last=True)
+    return ClassifierModule({**MODEL, "activation": activation}, lr=lr, momentum=0.9, channels_last=channels_last)
 
 
 class EpochTimes(L.Callback):
@@ -51,10 +51,12 @@ class EpochTimes(L.Callback):
         self.errors.append(float(trainer.callback_metrics["train/top1_err"]))
 
 
-def project(datamodule: CIFAR10DataModule, device: str, epochs: int, activation: str, lr: float, seed: int):
+def project(
+    datamodule: CIFAR10DataModule, device: str, epochs: int, activation: str, lr: float, seed: int, channels_last=True
+):
     """(seconds per epoch, training error per epoch) of the project's module under a Trainer, as src/figure1.py
     runs it but without the per-epoch test pass (this measures training)."""
-    module = fresh_module(activation, lr, seed)
+    module = fresh_module(activation, lr, seed, channels_last)
     timer = EpochTimes()
     trainer = L.Trainer(
         accelerator="gpu" if device == "cuda" else "cpu",
@@ -139,17 +141,25 @@ def main() -> None:
                 datamodule.tensors[key] = datamodule.tensors[key][: args.limit]
         datamodule.tensors = {k: v.to(args.device) for k, v in datamodule.tensors.items()}
         images = len(datamodule.tensors["train_labels"])
-        times: dict[str, list[float]] = {"plain": [], "project": []}
+        times: dict[str, list[float]] = {"plain": [], "project": [], "nchw": []}
+        run = (args.device, 1, args.activation, args.lr, 0)
         for _ in range(args.rounds):
-            for name, loop in (("plain", plain), ("project", project)):
-                times[name] += loop(datamodule, args.device, 1, args.activation, args.lr, 0)[0]
+            times["plain"] += plain(datamodule, *run)[0]
+            times["project"] += project(datamodule, *run)[0]
+            times["nchw"] += project(datamodule, *run, channels_last=False)[0]
         rate = {name: images / statistics.median(seconds) for name, seconds in times.items()}
         print(f"device={args.device} threads={torch.get_num_threads()} images={images} batch=128 rounds={args.rounds}")
         print("| loop | s/epoch (median) | images/s |")
         print("|---|---:|---:|")
-        for name, label in (("plain", "plain PyTorch loop"), ("project", "project (ClassifierModule + Trainer)")):
+        labels = {
+            "plain": "plain PyTorch loop",
+            "project": "project (ClassifierModule + Trainer)",
+            "nchw": "project, runtime.channels_last=false",
+        }
+        for name, label in labels.items():
             print(f"| {label} | {images / rate[name]:.2f} | {rate[name]:.0f} |")
         print(f"project / plain images/s: {rate['project'] / rate['plain']:.3f} (target >= 0.9)")
+        print(f"channels_last / NCHW images/s: {rate['project'] / rate['nchw']:.2f}")
         if args.curve:
             ours = project(datamodule, args.device, args.curve, args.activation, args.lr, 0)[1]
             reference = plain(datamodule, args.device, args.curve, args.activation, args.lr, 0)[1]

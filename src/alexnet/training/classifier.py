@@ -32,7 +32,7 @@ class ClassifierModule(L.LightningModule):
         hyperparameters = {"model": model, "lr": lr, "momentum": momentum, "weight_decay": weight_decay}
         self.save_hyperparameters({**hyperparameters, "channels_last": channels_last, "compile": compile})
         self.net = instantiate(model)
-        if channels_last:  # on this CPU 1.3x faster for this net (benchmarks/figure1_epoch.py)
+        if channels_last:  # faster for this net on the CPU too (BENCHMARKS.md, "Figure 1")
             self.net.to(memory_format=torch.channels_last)
         if compile:  # in place: the state_dict keeps one name per weight, compiled or not
             self.net.compile()
