@@ -280,7 +280,7 @@ def source_listing(form: str, path: Path) -> dict:
     """What the source is, by a stat of each file read (no decoding): a changed file changes it."""
     if form == "class-folders":
         splits = [path / split for split in SPLITS if (path / split).is_dir()]  # a missing one: read() says so
-        files = [f for split in splits for folder in _class_folders(split) for f in _image_files(folder)]
+        files = sorted(f for split in splits for folder in _class_folders(split) for f in _image_files(folder))
     elif form == "python-folder":
         files = [path / name for name in (META, *TRAIN_BATCHES, TEST_BATCH) if (path / name).is_file()]
     else:
