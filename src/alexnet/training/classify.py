@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
@@ -19,7 +18,7 @@ from alexnet.base.atomic import atomic_write_json
 from alexnet.base.config import plain
 from alexnet.base.errors import ConfigError
 from alexnet.training.classifier import ClassifierModule
-from alexnet.training.results import FILENAME, code_provenance
+from alexnet.training.results import FILENAME, code_provenance, task_overrides
 from alexnet.training.rundir import describe, locked, set_aside
 
 # Epochs are counted from 1 wherever a person reads them (results.json's curves, the report, the figure):
@@ -119,10 +118,6 @@ def train_classifier(cfg: DictConfig) -> dict:
         return results
 
 
-def given_overrides() -> list[str]:
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
 def finished(directory: Path, max_epochs: int) -> dict | None:
     """The results of this command's run in `directory` (the same overrides, a cap at least as high), if it ran to
     its end before: a sweep or tools/figure1.sh started again goes on from the first run it has not finished."""
@@ -134,7 +129,7 @@ def finished(directory: Path, max_epochs: int) -> dict | None:
     except (OSError, ValueError):
         return None  # torn or unreadable: the run is done again, and this file set aside with the rest
     if results.get("experiment") != "figure1" or _run_overrides(results.get("overrides", [])) != _run_overrides(
-        given_overrides()
+        task_overrides()
     ):
         return None
     return results if results.get("max_epochs", 0) >= max_epochs else None
@@ -182,7 +177,7 @@ def run_results(
         "curve": rows,
         "training_error": "the mean error over each epoch's training batches, each scored as it was trained on",
         "wall_time_s": round(seconds, 1),
-        "overrides": given_overrides(),
+        "overrides": task_overrides(),
         "provenance": {**code_provenance(trainer.strategy.root_device), "data": data_provenance(datamodule)},
     }
 

@@ -42,16 +42,21 @@ def run_results(errors: dict, store: Store, device: torch.device, wall_time_s: f
     """results.json's content, for train.py and eval.py alike: the error rates, the facts of the run
     (num_classes, epochs, steps, ...), the overrides it was started with, its wall time (every attempt's, for a
     resumed run) and its provenance."""
-    from hydra.core.hydra_config import HydraConfig
-
     return {
         **errors,
         **facts,
         "store_dir": str(store.root.resolve()),
         "wall_time_s": round(wall_time_s, 1),
-        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
+        "overrides": task_overrides(),
         "provenance": provenance(store, device),
     }
+
+
+def task_overrides() -> list[str]:
+    """The overrides the run was started with, as results.json records them ([] outside a Hydra app)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def publish(run_dir: str | Path, results: dict) -> Path:
